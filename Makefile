@@ -1,0 +1,46 @@
+# One command file, run the same way by people and CI.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HTMX := static/vendor/htmx.min.js
+OIDC := tests/node_modules/.package-lock.json
+
+.PHONY: run setup test lint fmt migrate clean
+
+run: setup
+	$(BIN)/gpuclub migrate
+	$(BIN)/gpuclub serve
+
+setup: $(VENV)/.installed $(HTMX)
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(HTMX): package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	mkdir -p static/vendor
+	cp node_modules/htmx.org/dist/htmx.min.js $@
+
+$(OIDC): tests/package.json tests/package-lock.json
+	npm ci --prefix tests --no-audit --no-fund --silent
+
+test: setup $(OIDC)
+	$(BIN)/pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+migrate: setup
+	$(BIN)/gpuclub migrate
+
+clean:
+	rm -rf $(VENV) node_modules tests/node_modules static/vendor

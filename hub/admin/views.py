@@ -1,0 +1,104 @@
+"""Admin → Members and Admin → Settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, get, post
+from litestar.response import Redirect, Template
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from hub.accounts import service as accounts
+from hub.accounts.models import User
+from hub.club.service import rename_club
+from hub.errors import NotFound
+from hub.invitations import service as invitations
+from hub.web.context import admin, settings_of
+from hub.web.render import is_htmx, page
+
+
+async def _members(request: Request[Any, Any, Any], db: AsyncSession, **extra: Any) -> Template:
+    return page(request, "admin/members.html", block="members", members=await accounts.list_members(db), **extra)
+
+
+@get("/admin", name="admin")
+async def admin_home(viewer: User | None) -> Redirect:
+    admin(viewer)
+    return Redirect("/admin/members", status_code=303)
+
+
+@get("/admin/members", name="admin_members")
+async def member_list(request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None) -> Template:
+    admin(viewer)
+    return await _members(request, db)
+
+
+@post("/admin/members/{user_id:int}/{action:str}")
+async def member_action(
+    request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None, user_id: int, action: str
+) -> Template | Redirect:
+    user = admin(viewer)
+    form = await request.form()
+    if action == "role":
+        target = await accounts.set_role(db, user, user_id, accounts.parse_role(form.get("role", "")))
+        message = f"{target.display_name} is now {target.role}."
+    elif action == "suspend":
+        target = await accounts.suspend(db, user, user_id)
+        message = f"{target.display_name} is suspended: their sessions and keys stopped working."
+    elif action == "reactivate":
+        target = await accounts.reactivate(db, user, user_id)
+        message = f"{target.display_name} is active again."
+    elif action == "remove":
+        target = await accounts.remove(db, user, user_id)
+        message = f"{target.display_name} was removed."
+    else:
+        raise NotFound("There is nothing at this address.")
+    if is_htmx(request):
+        return await _members(request, db, flash=message)
+    return Redirect("/admin/members", status_code=303)
+
+
+async def _settings(request: Request[Any, Any, Any], db: AsyncSession, **extra: Any) -> Template:
+    settings = settings_of(request)
+    return page(
+        request,
+        "admin/settings.html",
+        block="domains",
+        rules=await invitations.list_domain_rules(db),
+        configured={"github": settings.github, "google": settings.google, "oidc": settings.oidc},
+        **extra,
+    )
+
+
+@get("/admin/settings", name="admin_settings")
+async def settings_page(request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None) -> Template:
+    admin(viewer)
+    return await _settings(request, db)
+
+
+@post("/admin/settings/club")
+async def settings_club(request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None) -> Redirect:
+    user = admin(viewer)
+    form = await request.form()
+    await rename_club(db, user, form.get("club_name", ""))
+    return Redirect("/admin/settings", status_code=303)
+
+
+@post("/admin/settings/domains")
+async def domain_add(request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None) -> Template | Redirect:
+    user = admin(viewer)
+    form = await request.form()
+    await invitations.add_domain_rule(db, user, form.get("domain", ""))
+    return await _settings(request, db) if is_htmx(request) else Redirect("/admin/settings", status_code=303)
+
+
+@post("/admin/settings/domains/{rule_id:int}/delete")
+async def domain_remove(
+    request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None, rule_id: int
+) -> Template | Redirect:
+    user = admin(viewer)
+    await invitations.remove_domain_rule(db, user, rule_id)
+    return await _settings(request, db) if is_htmx(request) else Redirect("/admin/settings", status_code=303)
+
+
+routes = [admin_home, member_list, member_action, settings_page, settings_club, domain_add, domain_remove]

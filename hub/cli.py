@@ -1,0 +1,177 @@
+"""`gpuclub`: the operator's command line. Each command prints just its result; errors are one line on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from hub.accounts import service as accounts
+from hub.accounts.models import Role
+from hub.db import Database
+from hub.errors import HubError
+from hub.invitations import service as invitations
+from hub.keys import service as keys
+from hub.parsing import parse_count, parse_duration
+from hub.settings import Settings
+
+OWNER_LINK_MINUTES = 24 * 60
+
+
+def _run(settings: Settings, job: Callable[[Any], Awaitable[str]]) -> str:
+    async def main() -> str:
+        database = Database(settings.database_url)
+        try:
+            async with database.session() as db:
+                return await job(db)
+        finally:
+            await database.dispose()
+
+    return asyncio.run(main())
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> str:
+    from hub.migrate import upgrade
+
+    upgrade(settings.database_url)
+    return "database is up to date"
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> str:
+    import uvicorn
+
+    from hub.app import create_app
+    from hub.logs import uvicorn_log_config
+    from hub.migrate import pending
+
+    if pending(settings.database_url):
+        raise HubError("the database is not up to date: run `gpuclub migrate` first")
+
+    async def owner_link(db: Any) -> str:
+        if await accounts.has_owner(db):
+            return ""
+        token = await accounts.create_login_link(db, None, minutes=OWNER_LINK_MINUTES)
+        return settings.url(f"/setup/{token}")
+
+    link = _run(settings, owner_link)
+    if link:
+        print(f"No owner yet. Open this one-time link within 24 hours to become the owner:\n\n    {link}\n", flush=True)
+    host, port = args.host or settings.host, args.port or settings.port
+    print(f"gpuclub is listening on http://{host}:{port}", flush=True)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=uvicorn_log_config(settings.log_level),
+        proxy_headers=True,
+    )
+    return ""
+
+
+def cmd_member_add(settings: Settings, args: argparse.Namespace) -> str:
+    role = accounts.parse_role(args.role)
+
+    async def job(db: Any) -> str:
+        user = await accounts.add_member(db, args.email, role=role, name=args.name or "")
+        return user.email
+
+    return _run(settings, job)
+
+
+def cmd_key_create(settings: Settings, args: argparse.Namespace) -> str:
+    async def job(db: Any) -> str:
+        user = await accounts.get_member(db, args.email)
+        if not user.is_active:
+            raise HubError(f"{user.email} is suspended")
+        _, secret = await keys.create_key(db, user, name=args.name)
+        return secret
+
+    return _run(settings, job)
+
+
+def cmd_login_link(settings: Settings, args: argparse.Namespace) -> str:
+    async def job(db: Any) -> str:
+        user = await accounts.get_member(db, args.email)
+        if not user.is_active:
+            raise HubError(f"{user.email} is suspended")
+        token = await accounts.create_login_link(db, user, minutes=settings.login_link_minutes)
+        return settings.url(f"/login/{token}")
+
+    return _run(settings, job)
+
+
+def cmd_invite_create(settings: Settings, args: argparse.Namespace) -> str:
+    role = accounts.parse_role(args.role)
+    uses = parse_count(args.uses, what="number of uses", high=10_000)
+    expires = None if args.expires == "never" else parse_duration(args.expires, what="expiry")
+
+    async def job(db: Any) -> str:
+        _, token = await invitations.create_invitation(
+            db, None, role=role, max_uses=uses, expires_in=expires, note=args.note or ""
+        )
+        return settings.url(f"/invite/{token}")
+
+    return _run(settings, job)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="gpuclub", description="Run and administer a gpuclub hub.")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="start the hub")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.set_defaults(func=cmd_serve)
+    commands.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+
+    member = commands.add_parser("member", help="manage members").add_subparsers(dest="action", required=True)
+    add = member.add_parser("add", help="add a member by email")
+    add.add_argument("email")
+    add.add_argument("--role", default="member", choices=[r.value for r in Role])
+    add.add_argument("--name")
+    add.set_defaults(func=cmd_member_add)
+
+    key = commands.add_parser("key", help="manage API keys").add_subparsers(dest="action", required=True)
+    create = key.add_parser("create", help="create an API key and print it")
+    create.add_argument("email")
+    create.add_argument("--name", default="command line")
+    create.set_defaults(func=cmd_key_create)
+
+    link = commands.add_parser("login-link", help="print a one-time, short-lived sign-in URL")
+    link.add_argument("email")
+    link.set_defaults(func=cmd_login_link)
+
+    invite = commands.add_parser("invite", help="manage invitations").add_subparsers(dest="action", required=True)
+    new = invite.add_parser("create", help="create an invitation and print its URL")
+    new.add_argument("--role", default="member", choices=["member", "admin"])
+    new.add_argument("--uses", default="1")
+    new.add_argument("--expires", default="7d", help="30m, 12h, 7d, 2w or never")
+    new.add_argument("--note")
+    new.set_defaults(func=cmd_invite_create)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        result = args.func(settings, args)
+    except HubError as exc:
+        print(f"gpuclub: {exc.message}", file=sys.stderr)
+        return 1
+    except (OSError, SQLAlchemyError) as exc:
+        print(f"gpuclub: cannot reach the database: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    if result:
+        print(result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

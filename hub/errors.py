@@ -1,0 +1,92 @@
+"""One error hierarchy for the whole hub.
+
+    HubError
+     ├── ConfigError            a setting is wrong (start-up only)
+     ├── BadRequest             400: input that cannot be used
+     │    └── InvalidJSON       400 on /v1
+     ├── PayloadTooLarge        413
+     ├── NotSignedIn            401 on pages: sign in first
+     ├── InvalidApiKey          401 on /v1
+     ├── Forbidden              403
+     │    └── NotInvited        signed in at a provider, but no invitation or rule admits them
+     ├── NotFound               404
+     │    └── ModelNotFound     404 on /v1
+     └── Conflict               409
+
+Services raise these; `hub.web.errors` translates them, in one place, into a page, an htmx fragment or OpenAI's
+JSON error envelope.
+"""
+
+from __future__ import annotations
+
+
+class HubError(Exception):
+    status_code = 500
+    openai_type = "server_error"
+    code: str | None = None
+    title = "Something went wrong"
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.title)
+        self.message = message or self.title
+
+
+class ConfigError(HubError):
+    title = "Configuration error"
+
+
+class BadRequest(HubError):
+    status_code = 400
+    openai_type = "invalid_request_error"
+    title = "That did not work"
+
+
+class InvalidJSON(BadRequest):
+    code = "invalid_json"
+
+
+class PayloadTooLarge(HubError):
+    status_code = 413
+    openai_type = "invalid_request_error"
+    code = "payload_too_large"
+    title = "Too large"
+
+
+class NotSignedIn(HubError):
+    status_code = 401
+    openai_type = "invalid_request_error"
+    title = "Please sign in"
+
+
+class InvalidApiKey(HubError):
+    status_code = 401
+    openai_type = "invalid_request_error"
+    code = "invalid_api_key"
+    title = "Invalid API key"
+
+
+class Forbidden(HubError):
+    status_code = 403
+    openai_type = "permission_error"
+    title = "Not allowed"
+
+
+class NotFound(HubError):
+    status_code = 404
+    openai_type = "invalid_request_error"
+    code = "not_found"
+    title = "Not found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class Conflict(HubError):
+    status_code = 409
+    openai_type = "invalid_request_error"
+    title = "Conflict"
+
+
+class NotInvited(Forbidden):
+    title = "Ask an admin for an invitation"

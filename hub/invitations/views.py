@@ -1,0 +1,59 @@
+"""Admin → Invitations: create a link (shown once), list with uses, revoke."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, get, post
+from litestar.response import Redirect, Template
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from hub.accounts.models import User
+from hub.accounts.service import parse_role
+from hub.db import utcnow
+from hub.invitations import service as invitations
+from hub.parsing import parse_count, parse_duration
+from hub.web.context import admin, settings_of
+from hub.web.render import is_htmx, page
+
+
+async def _render(request: Request[Any, Any, Any], db: AsyncSession, user: User, **extra: Any) -> Template:
+    items = await invitations.list_invitations(db, user)
+    return page(request, "admin/invitations.html", block="invitations", invitations=items, now=utcnow(), **extra)
+
+
+@get("/admin/invitations", name="admin_invitations")
+async def invitation_list(request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None) -> Template:
+    user = admin(viewer)
+    return await _render(request, db, user)
+
+
+@post("/admin/invitations")
+async def invitation_create(request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None) -> Template:
+    user = admin(viewer)
+    form = await request.form()
+    expires = form.get("expires", "7d").strip()
+    invitation, token = await invitations.create_invitation(
+        db,
+        user,
+        role=parse_role(form.get("role", "member")),
+        max_uses=parse_count(form.get("max_uses", "1"), what="maximum number of uses", high=10_000),
+        expires_in=None if expires == "never" else parse_duration(expires, what="expiry"),
+        note=form.get("note", ""),
+    )
+    link = settings_of(request).url(f"/invite/{token}")
+    return await _render(request, db, user, new_invitation=invitation, link=link)
+
+
+@post("/admin/invitations/{invitation_id:int}/revoke")
+async def invitation_revoke(
+    request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None, invitation_id: int
+) -> Template | Redirect:
+    user = admin(viewer)
+    await invitations.revoke_invitation(db, user, invitation_id)
+    if is_htmx(request):
+        return await _render(request, db, user)
+    return Redirect("/admin/invitations", status_code=303)
+
+
+routes = [invitation_list, invitation_create, invitation_revoke]

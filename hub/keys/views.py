@@ -1,0 +1,65 @@
+"""The API keys page: create (secret shown once), list, revoke."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time
+from typing import Any
+
+from litestar import Request, get, post
+from litestar.response import Redirect, Template
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from hub.accounts.models import User
+from hub.db import utcnow
+from hub.errors import BadRequest
+from hub.keys import service as keys
+from hub.web.context import signed_in
+from hub.web.render import is_htmx, page
+
+
+def parse_expiry(text: str) -> datetime | None:
+    """A date from the form's date field; the key works until the end of that day (UTC)."""
+    if not text.strip():
+        return None
+    try:
+        day = datetime.strptime(text.strip(), "%Y-%m-%d").date()
+    except ValueError:
+        raise BadRequest(f"The expiry must be a date like 2027-01-31, got {text!r}.") from None
+    expires = datetime.combine(day, time.max, tzinfo=UTC)
+    if expires <= utcnow():
+        raise BadRequest("The expiry date must be in the future.")
+    return expires
+
+
+async def _render(request: Request[Any, Any, Any], db: AsyncSession, user: User, **extra: Any) -> Template:
+    return page(request, "keys.html", block="keys", keys=await keys.list_keys(db, user), now=utcnow(), **extra)
+
+
+@get("/keys", name="keys")
+async def key_list(request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None) -> Template:
+    user = signed_in(viewer)
+    return await _render(request, db, user)
+
+
+@post("/keys")
+async def key_create(request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None) -> Template:
+    user = signed_in(viewer)
+    form = await request.form()
+    key, secret = await keys.create_key(
+        db, user, name=form.get("name", ""), expires_at=parse_expiry(form.get("expires", ""))
+    )
+    return await _render(request, db, user, new_key=key, secret=secret)
+
+
+@post("/keys/{key_id:int}/revoke")
+async def key_revoke(
+    request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None, key_id: int
+) -> Template | Redirect:
+    user = signed_in(viewer)
+    key = await keys.revoke(db, user, key_id)
+    if is_htmx(request):
+        return await _render(request, db, user, flash=f"Revoked {key.name} ({key.prefix}…).")
+    return Redirect("/keys", status_code=303)
+
+
+routes = [key_list, key_create, key_revoke]

@@ -1,0 +1,164 @@
+"""The one place that reads the environment.
+
+Every setting is a field of `Settings`; `Settings.from_env()` builds it once at start-up and a bad value fails
+there with a message naming the variable. Secrets also accept a `*_FILE` variant.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from hub.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class OAuthClientSettings:
+    """Credentials of one OAuth application registered at a sign-in provider."""
+
+    client_id: str
+    client_secret: str
+
+
+@dataclass(frozen=True)
+class OidcSettings(OAuthClientSettings):
+    discovery_url: str
+    label: str = "Single sign-on"
+
+
+@dataclass(frozen=True)
+class Settings:
+    secret_key: str
+    database_url: str
+    data_dir: Path = Path("data")
+    public_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    club_name: str = "gpuclub"
+    github: OAuthClientSettings | None = None
+    google: OAuthClientSettings | None = None
+    oidc: OidcSettings | None = None
+    session_days: int = 30
+    login_link_minutes: int = 15
+    log_level: str = "INFO"
+    templates_dir: Path = ROOT / "templates"
+    static_dir: Path = ROOT / "static"
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.public_url.startswith("https://")
+
+    def url(self, path: str) -> str:
+        """An absolute URL on this hub, built on the public URL."""
+        return self.public_url.rstrip("/") + path
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = _Env(os.environ if environ is None else environ)
+        data_dir = Path(env.get("GPUCLUB_DATA_DIR") or "data")
+        database_url = normalize_database_url(env.get("GPUCLUB_DATABASE_URL") or f"sqlite:///{data_dir / 'gpuclub.db'}")
+        public_url = env.get("GPUCLUB_PUBLIC_URL") or "http://127.0.0.1:8000"
+        parts = urlsplit(public_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"GPUCLUB_PUBLIC_URL must be an http(s) URL, got {public_url!r}")
+        return cls(
+            secret_key=env.secret("GPUCLUB_SECRET_KEY") or load_or_create_secret(data_dir),
+            database_url=database_url,
+            data_dir=data_dir,
+            public_url=public_url.rstrip("/"),
+            host=env.get("GPUCLUB_HOST") or "127.0.0.1",
+            port=env.integer("GPUCLUB_PORT", 8000, low=1, high=65535),
+            club_name=env.get("GPUCLUB_CLUB_NAME") or "gpuclub",
+            github=env.oauth_client("GITHUB"),
+            google=env.oauth_client("GOOGLE"),
+            oidc=env.oidc(),
+            session_days=env.integer("GPUCLUB_SESSION_DAYS", 30, low=1, high=365),
+            log_level=(env.get("GPUCLUB_LOG_LEVEL") or "INFO").upper(),
+        )
+
+
+class _Env:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def get(self, name: str) -> str | None:
+        value = self.environ.get(name, "").strip()
+        return value or None
+
+    def secret(self, name: str) -> str | None:
+        path = self.get(f"{name}_FILE")
+        if path is None:
+            return self.get(name)
+        try:
+            return Path(path).read_text().strip() or None
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from exc
+
+    def integer(self, name: str, default: int, *, low: int, high: int) -> int:
+        raw = self.get(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+        return value
+
+    def oauth_client(self, provider: str) -> OAuthClientSettings | None:
+        client_id = self.get(f"GPUCLUB_{provider}_CLIENT_ID")
+        client_secret = self.secret(f"GPUCLUB_{provider}_CLIENT_SECRET")
+        if client_id is None and client_secret is None:
+            return None
+        if client_id is None or client_secret is None:
+            raise ConfigError(f"GPUCLUB_{provider}_CLIENT_ID and GPUCLUB_{provider}_CLIENT_SECRET must be set together")
+        return OAuthClientSettings(client_id, client_secret)
+
+    def oidc(self) -> OidcSettings | None:
+        client = self.oauth_client("OIDC")
+        discovery_url = self.get("GPUCLUB_OIDC_DISCOVERY_URL")
+        if client is None and discovery_url is None:
+            return None
+        if client is None or discovery_url is None:
+            raise ConfigError(
+                "GPUCLUB_OIDC_DISCOVERY_URL, GPUCLUB_OIDC_CLIENT_ID and GPUCLUB_OIDC_CLIENT_SECRET must be set together"
+            )
+        if urlsplit(discovery_url).scheme not in ("http", "https"):
+            raise ConfigError(f"GPUCLUB_OIDC_DISCOVERY_URL must be an http(s) URL, got {discovery_url!r}")
+        label = self.get("GPUCLUB_OIDC_LABEL") or "Single sign-on"
+        return OidcSettings(client.client_id, client.client_secret, discovery_url, label)
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the usual spellings and pick the async driver."""
+    for plain, driver in (
+        ("postgres://", "postgresql+asyncpg://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgresql+psycopg://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    if url.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+        return url
+    raise ConfigError(f"GPUCLUB_DATABASE_URL must be a sqlite:// or postgresql:// URL, got {url.split(':')[0]}://…")
+
+
+def load_or_create_secret(data_dir: Path) -> str:
+    """The session secret kept in the data directory, made once with mode 0600."""
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    return secret

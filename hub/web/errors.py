@@ -1,0 +1,59 @@
+"""The one place where errors become responses: a page, an htmx fragment, or OpenAI's JSON error envelope."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import NotFoundException as RouteNotFound
+from litestar.response import Redirect
+
+from hub.errors import BadRequest, Forbidden, HubError, NotFound, NotSignedIn, PayloadTooLarge
+from hub.web.render import is_htmx, page
+
+log = logging.getLogger("gpuclub")
+
+
+def openai_envelope(error: HubError) -> Response[Any]:
+    body = {"error": {"message": error.message, "type": error.openai_type, "param": None, "code": error.code}}
+    return Response(body, status_code=error.status_code, media_type=MediaType.JSON)
+
+
+def _from_litestar(exc: HTTPException) -> HubError:
+    if isinstance(exc, RouteNotFound) or exc.status_code == 404:
+        return NotFound("There is nothing at this address.")
+    if isinstance(exc, PermissionDeniedException) and "CSRF" in str(exc.detail):
+        return Forbidden("This form has expired or did not come from this site. Reload the page and try again.")
+    if isinstance(exc, PermissionDeniedException | NotAuthorizedException):
+        return Forbidden()
+    if exc.status_code == 413:
+        return PayloadTooLarge("The request body is too large.")
+    if exc.status_code == 405:
+        error = BadRequest("This address does not accept that method.")
+        error.status_code = 405
+        return error
+    return BadRequest(str(exc.detail) if exc.status_code < 500 else "The request could not be handled.")
+
+
+def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if isinstance(exc, HubError):
+        error = exc
+    elif isinstance(exc, HTTPException):
+        error = _from_litestar(exc)
+    else:
+        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.scope["path"], exc_info=exc)
+        error = HubError("Something went wrong on our side. It has been logged; please try again.")
+
+    if request.scope["path"].startswith("/v1"):
+        return openai_envelope(error)
+    if isinstance(error, NotSignedIn):
+        if is_htmx(request):
+            return Response(b"", status_code=204, headers={"HX-Redirect": "/"})
+        return Redirect("/", status_code=303)
+    if is_htmx(request):
+        response = page(request, "_flash.html", message=error.message, kind="error", status_code=error.status_code)
+        response.headers.update({"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"})
+        return response
+    return page(request, "error.html", error=error, status_code=error.status_code)

@@ -1,0 +1,170 @@
+"""A real OpenID Connect provider (node ``oidc-provider``) and a scripted browser."""
+
+from __future__ import annotations
+
+import os
+import queue
+import secrets
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import IO
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+TESTS_DIR = Path(__file__).resolve().parent.parent
+PROVIDER_SCRIPT = TESTS_DIR / "oidc" / "provider.mjs"
+READY_TIMEOUT = 20.0
+MAX_HOPS = 20
+
+
+@dataclass
+class OidcProvider:
+    """Where a running test provider lives and the one client registered at it."""
+
+    issuer: str
+    client_id: str
+    client_secret: str
+    discovery_url: str
+
+
+def _free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _pump_lines(stream: IO[str], lines: queue.Queue[str | None]) -> None:
+    """Copy stdout lines to ``lines`` until EOF, then ``None``: the pipe never fills."""
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+def start_oidc_provider(redirect_uris: list[str]) -> Iterator[OidcProvider]:
+    """Run the provider while the generator is open (``yield from`` it in a fixture)."""
+    if not (TESTS_DIR / "node_modules" / "oidc-provider").is_dir():
+        raise RuntimeError("tests/node_modules/oidc-provider is missing: run `npm ci --prefix tests` first")
+    port = _free_port()
+    client_id = "gpuclub-hub"
+    client_secret = secrets.token_urlsafe(24)
+    env = {
+        **os.environ,
+        "OIDC_PORT": str(port),
+        "OIDC_CLIENT_ID": client_id,
+        "OIDC_CLIENT_SECRET": client_secret,
+        "OIDC_REDIRECT_URIS": ",".join(redirect_uris),
+    }
+    process = subprocess.Popen(
+        ["node", str(PROVIDER_SCRIPT)],
+        cwd=TESTS_DIR,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=_pump_lines, args=(process.stdout, lines), daemon=True).start()
+        try:
+            line = lines.get(timeout=READY_TIMEOUT)
+        except queue.Empty:
+            raise RuntimeError(f"OIDC provider did not report READY within {READY_TIMEOUT:.0f}s") from None
+        if line is None or not line.startswith("READY "):
+            raise RuntimeError(
+                f"OIDC provider failed to start (exit code {process.poll()}, first line {line!r}); see its stderr"
+            )
+        issuer = line.removeprefix("READY ").strip()
+        yield OidcProvider(
+            issuer=issuer,
+            client_id=client_id,
+            client_secret=client_secret,
+            discovery_url=f"{issuer}/.well-known/openid-configuration",
+        )
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class _FormParser(HTMLParser):
+    """Collect the first ``<form>``'s action and its named inputs' values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.action: str | None = None
+        self.fields: dict[str, str] = {}
+        self._in_form = False
+        self._done = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {name: value or "" for name, value in attrs}
+        if tag == "form" and not self._done:
+            self.action = values.get("action", "")
+            self._in_form = True
+        elif tag == "input" and self._in_form and "name" in values:
+            self.fields[values["name"]] = values.get("value", "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form" and self._in_form:
+            self._in_form = False
+            self._done = True
+
+
+def _parse_form(page: httpx.Response) -> tuple[str, dict[str, str]]:
+    """Return the absolute action URL and default field values of the page's form."""
+    parser = _FormParser()
+    parser.feed(page.text)
+    if parser.action is None:
+        raise AssertionError(f"no form on provider page {page.url}: {page.text[:500]}")
+    return urljoin(str(page.url), parser.action), parser.fields
+
+
+def _origin(url: str) -> tuple[str, str]:
+    """Scheme and host:port of ``url``."""
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc
+
+
+async def sign_in_at_provider(client: httpx.AsyncClient, authorize_url: str, login: str) -> str:
+    """Sign in as ``login`` and consent; return the app callback URL redirected to.
+
+    ``client`` plays the browser at the provider (it must keep cookies). Use a fresh
+    client per user: one already signed in at the provider skips the forms and keeps
+    its old account. The app is never contacted: the first redirect that leaves the
+    provider's origin is returned.
+    """
+    provider_origin = _origin(authorize_url)
+    submitted: set[str] = set()
+    response = await client.get(authorize_url, follow_redirects=False)
+    for _ in range(MAX_HOPS):
+        if response.is_redirect:
+            target = urljoin(str(response.url), response.headers["location"])
+            if _origin(target) != provider_origin:
+                return target
+            response = await client.get(target, follow_redirects=False)
+            continue
+        if response.status_code != 200:
+            raise AssertionError(f"provider answered {response.status_code} at {response.url}: {response.text[:500]}")
+        action, fields = _parse_form(response)
+        prompt = fields.get("prompt", "")
+        if prompt in submitted:
+            raise AssertionError(f"provider asked for {prompt!r} twice: {response.text[:500]}")
+        submitted.add(prompt)
+        if prompt == "login":
+            fields.update(login=login, password="any-password")
+        elif prompt != "consent":
+            raise AssertionError(f"unexpected provider form {fields!r} at {response.url}")
+        response = await client.post(action, data=fields, follow_redirects=False)
+    raise AssertionError(f"provider did not redirect back within {MAX_HOPS} steps")
