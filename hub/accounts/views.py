@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, get, post
+from litestar.params import FromPath
 from litestar.response import Redirect, Template
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.accounts import service as accounts
 from hub.accounts.models import User
-from hub.web.context import SESSION_COOKIE, clear_cookie, session_cookie, settings_of
+from hub.web.context import SESSION_COOKIE, Db, Viewer, clear_cookie, session_cookie, settings_of
 from hub.web.render import page
 
 
-async def signed_in_redirect(request: Request[Any, Any, Any], db: AsyncSession, user: User) -> Redirect:
+async def signed_in_redirect(request: Request[Any, Any, Any], db: Db, user: User) -> Redirect:
     settings = settings_of(request)
     token = await accounts.start_session(db, user, days=settings.session_days)
     old = request.cookies.get(SESSION_COOKIE)
@@ -24,26 +24,26 @@ async def signed_in_redirect(request: Request[Any, Any, Any], db: AsyncSession, 
 
 
 @get("/login/{token:str}", name="login_link")
-async def login_link(request: Request[Any, Any, Any], db: AsyncSession, token: str) -> Redirect:
+async def login_link(request: Request[Any, Any, Any], db: Db, token: FromPath[str]) -> Redirect:
     user = await accounts.use_login_link(db, token)
     return await signed_in_redirect(request, db, user)
 
 
 @get("/setup/{token:str}", name="setup")
-async def setup_form(request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None, token: str) -> Template:
+async def setup_form(request: Request[Any, Any, Any], db: Db, viewer: Viewer, token: FromPath[str]) -> Template:
     await accounts.peek_login_link(db, token)
     return page(request, "setup.html", token=token, email="", name="")
 
 
 @post("/setup/{token:str}")
-async def setup_claim(request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None, token: str) -> Redirect:
+async def setup_claim(request: Request[Any, Any, Any], db: Db, viewer: Viewer, token: FromPath[str]) -> Redirect:
     form = await request.form()
     user = await accounts.claim_ownership(db, token, email=form.get("email", ""), name=form.get("name", ""))
     return await signed_in_redirect(request, db, user)
 
 
 @post("/logout", name="logout")
-async def logout(request: Request[Any, Any, Any], db: AsyncSession) -> Redirect:
+async def logout(request: Request[Any, Any, Any], db: Db) -> Redirect:
     token = request.cookies.get(SESSION_COOKIE)
     if token:
         await accounts.end_session(db, token)

@@ -5,37 +5,36 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, get, post
+from litestar.params import FromPath
 from litestar.response import Redirect, Template
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.accounts import service as accounts
-from hub.accounts.models import User
 from hub.club.service import rename_club
 from hub.errors import NotFound
 from hub.invitations import service as invitations
-from hub.web.context import admin, settings_of
+from hub.web.context import Db, Viewer, admin, settings_of
 from hub.web.render import is_htmx, page
 
 
-async def _members(request: Request[Any, Any, Any], db: AsyncSession, **extra: Any) -> Template:
+async def _members(request: Request[Any, Any, Any], db: Db, **extra: Any) -> Template:
     return page(request, "admin/members.html", block="members", members=await accounts.list_members(db), **extra)
 
 
 @get("/admin", name="admin")
-async def admin_home(viewer: User | None) -> Redirect:
+async def admin_home(viewer: Viewer) -> Redirect:
     admin(viewer)
     return Redirect("/admin/members", status_code=303)
 
 
 @get("/admin/members", name="admin_members")
-async def member_list(request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None) -> Template:
+async def member_list(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> Template:
     admin(viewer)
     return await _members(request, db)
 
 
 @post("/admin/members/{user_id:int}/{action:str}")
 async def member_action(
-    request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None, user_id: int, action: str
+    request: Request[Any, Any, Any], db: Db, viewer: Viewer, user_id: FromPath[int], action: FromPath[str]
 ) -> Template | Redirect:
     user = admin(viewer)
     form = await request.form()
@@ -58,7 +57,7 @@ async def member_action(
     return Redirect("/admin/members", status_code=303)
 
 
-async def _settings(request: Request[Any, Any, Any], db: AsyncSession, **extra: Any) -> Template:
+async def _settings(request: Request[Any, Any, Any], db: Db, **extra: Any) -> Template:
     settings = settings_of(request)
     return page(
         request,
@@ -71,13 +70,13 @@ async def _settings(request: Request[Any, Any, Any], db: AsyncSession, **extra: 
 
 
 @get("/admin/settings", name="admin_settings")
-async def settings_page(request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None) -> Template:
+async def settings_page(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> Template:
     admin(viewer)
     return await _settings(request, db)
 
 
 @post("/admin/settings/club")
-async def settings_club(request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None) -> Redirect:
+async def settings_club(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> Redirect:
     user = admin(viewer)
     form = await request.form()
     await rename_club(db, user, form.get("club_name", ""))
@@ -85,7 +84,7 @@ async def settings_club(request: Request[Any, Any, Any], db: AsyncSession, viewe
 
 
 @post("/admin/settings/domains")
-async def domain_add(request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None) -> Template | Redirect:
+async def domain_add(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> Template | Redirect:
     user = admin(viewer)
     form = await request.form()
     await invitations.add_domain_rule(db, user, form.get("domain", ""))
@@ -94,7 +93,7 @@ async def domain_add(request: Request[Any, Any, Any], db: AsyncSession, viewer: 
 
 @post("/admin/settings/domains/{rule_id:int}/delete")
 async def domain_remove(
-    request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None, rule_id: int
+    request: Request[Any, Any, Any], db: Db, viewer: Viewer, rule_id: FromPath[int]
 ) -> Template | Redirect:
     user = admin(viewer)
     await invitations.remove_domain_rule(db, user, rule_id)

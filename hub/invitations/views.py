@@ -5,31 +5,31 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, get, post
+from litestar.params import FromPath
 from litestar.response import Redirect, Template
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.accounts.models import User
 from hub.accounts.service import parse_role
 from hub.db import utcnow
 from hub.invitations import service as invitations
 from hub.parsing import parse_count, parse_duration
-from hub.web.context import admin, settings_of
+from hub.web.context import Db, Viewer, admin, settings_of
 from hub.web.render import is_htmx, page
 
 
-async def _render(request: Request[Any, Any, Any], db: AsyncSession, user: User, **extra: Any) -> Template:
+async def _render(request: Request[Any, Any, Any], db: Db, user: User, **extra: Any) -> Template:
     items = await invitations.list_invitations(db, user)
     return page(request, "admin/invitations.html", block="invitations", invitations=items, now=utcnow(), **extra)
 
 
 @get("/admin/invitations", name="admin_invitations")
-async def invitation_list(request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None) -> Template:
+async def invitation_list(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> Template:
     user = admin(viewer)
     return await _render(request, db, user)
 
 
 @post("/admin/invitations")
-async def invitation_create(request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None) -> Template:
+async def invitation_create(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> Template:
     user = admin(viewer)
     form = await request.form()
     expires = form.get("expires", "7d").strip()
@@ -47,7 +47,7 @@ async def invitation_create(request: Request[Any, Any, Any], db: AsyncSession, v
 
 @post("/admin/invitations/{invitation_id:int}/revoke")
 async def invitation_revoke(
-    request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None, invitation_id: int
+    request: Request[Any, Any, Any], db: Db, viewer: Viewer, invitation_id: FromPath[int]
 ) -> Template | Redirect:
     user = admin(viewer)
     await invitations.revoke_invitation(db, user, invitation_id)

@@ -6,14 +6,14 @@ from datetime import UTC, datetime, time
 from typing import Any
 
 from litestar import Request, get, post
+from litestar.params import FromPath
 from litestar.response import Redirect, Template
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.accounts.models import User
 from hub.db import utcnow
 from hub.errors import BadRequest
 from hub.keys import service as keys
-from hub.web.context import signed_in
+from hub.web.context import Db, Viewer, signed_in
 from hub.web.render import is_htmx, page
 
 
@@ -31,18 +31,18 @@ def parse_expiry(text: str) -> datetime | None:
     return expires
 
 
-async def _render(request: Request[Any, Any, Any], db: AsyncSession, user: User, **extra: Any) -> Template:
+async def _render(request: Request[Any, Any, Any], db: Db, user: User, **extra: Any) -> Template:
     return page(request, "keys.html", block="keys", keys=await keys.list_keys(db, user), now=utcnow(), **extra)
 
 
 @get("/keys", name="keys")
-async def key_list(request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None) -> Template:
+async def key_list(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> Template:
     user = signed_in(viewer)
     return await _render(request, db, user)
 
 
 @post("/keys")
-async def key_create(request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None) -> Template:
+async def key_create(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> Template:
     user = signed_in(viewer)
     form = await request.form()
     key, secret = await keys.create_key(
@@ -53,7 +53,7 @@ async def key_create(request: Request[Any, Any, Any], db: AsyncSession, viewer: 
 
 @post("/keys/{key_id:int}/revoke")
 async def key_revoke(
-    request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None, key_id: int
+    request: Request[Any, Any, Any], db: Db, viewer: Viewer, key_id: FromPath[int]
 ) -> Template | Redirect:
     user = signed_in(viewer)
     key = await keys.revoke(db, user, key_id)

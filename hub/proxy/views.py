@@ -7,15 +7,15 @@ import json
 from typing import Any
 
 from litestar import Request, get, post
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.accounts.models import User
 from hub.errors import BadRequest, InvalidApiKey, InvalidJSON, ModelNotFound
 from hub.keys import service as keys
 from hub.keys.models import ApiKey
+from hub.web.context import Db
 
 
-async def api_caller(request: Request[Any, Any, Any], db: AsyncSession) -> tuple[User, ApiKey]:
+async def api_caller(request: Request[Any, Any, Any], db: Db) -> tuple[User, ApiKey]:
     scheme, _, secret = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise InvalidApiKey(
@@ -40,13 +40,13 @@ async def json_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 
 @get("/v1/models", name="v1_models")
-async def list_models(request: Request[Any, Any, Any], db: AsyncSession) -> dict[str, Any]:
+async def list_models(request: Request[Any, Any, Any], db: Db) -> dict[str, Any]:
     await api_caller(request, db)
     return {"object": "list", "data": []}
 
 
 @post(["/v1/chat/completions", "/v1/completions", "/v1/embeddings"], name="v1_generate", status_code=200)
-async def generate(request: Request[Any, Any, Any], db: AsyncSession) -> dict[str, Any]:
+async def generate(request: Request[Any, Any, Any], db: Db) -> dict[str, Any]:
     await api_caller(request, db)
     body = await json_body(request)
     raise ModelNotFound(f"The model '{body['model']}' does not exist or no GPU in the club serves it right now.")

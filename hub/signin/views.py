@@ -9,17 +9,16 @@ from typing import Any
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from litestar import Request, get
 from litestar.datastructures import Cookie
+from litestar.params import FromPath
 from litestar.response import Redirect, Template
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from hub.accounts.models import User
 from hub.accounts.views import signed_in_redirect
 from hub.errors import NotFound
 from hub.invitations.service import find_valid
 from hub.settings import Settings
 from hub.signin.providers import Provider, SignInFailed
 from hub.signin.service import admit
-from hub.web.context import clear_cookie, settings_of
+from hub.web.context import Db, Viewer, clear_cookie, settings_of
 from hub.web.render import page
 
 FLOW_COOKIE = "gpuclub_oauth"
@@ -50,7 +49,7 @@ def _callback_url(settings: Settings, provider: str) -> str:
 
 
 @get("/auth/{provider_name:str}/login", name="oauth_login")
-async def oauth_login(request: Request[Any, Any, Any], provider_name: str) -> Redirect:
+async def oauth_login(request: Request[Any, Any, Any], provider_name: FromPath[str]) -> Redirect:
     settings = settings_of(request)
     provider = _provider(request, provider_name)
     flow = {
@@ -70,7 +69,7 @@ async def oauth_login(request: Request[Any, Any, Any], provider_name: str) -> Re
 
 
 @get("/auth/{provider_name:str}/callback", name="oauth_callback")
-async def oauth_callback(request: Request[Any, Any, Any], db: AsyncSession, provider_name: str) -> Redirect:
+async def oauth_callback(request: Request[Any, Any, Any], db: Db, provider_name: FromPath[str]) -> Redirect:
     settings = settings_of(request)
     provider = _provider(request, provider_name)
     if request.query_params.get("error"):
@@ -94,7 +93,7 @@ async def oauth_callback(request: Request[Any, Any, Any], db: AsyncSession, prov
 
 
 @get("/invite/{token:str}", name="invitation")
-async def invitation(request: Request[Any, Any, Any], db: AsyncSession, viewer: User | None, token: str) -> Template:
+async def invitation(request: Request[Any, Any, Any], db: Db, viewer: Viewer, token: FromPath[str]) -> Template:
     settings = settings_of(request)
     invite = await find_valid(db, token)
     response = page(request, "invite.html", invitation=invite)

@@ -7,6 +7,7 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.datastructures import Cookie
+from litestar.di import NamedDependency
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.accounts import service as accounts
@@ -17,6 +18,10 @@ from hub.errors import NotSignedIn
 from hub.settings import Settings
 
 SESSION_COOKIE = "gpuclub_session"
+
+# Handler parameters filled in by name from the app's dependencies.
+Db = NamedDependency[AsyncSession]
+Viewer = NamedDependency[User | None]
 
 
 def settings_of(request: Request[Any, Any, Any]) -> Settings:
@@ -30,7 +35,7 @@ async def provide_db(request: Request[Any, Any, Any]) -> AsyncIterator[AsyncSess
         yield session
 
 
-async def provide_viewer(request: Request[Any, Any, Any], db: AsyncSession) -> User | None:
+async def provide_viewer(request: Request[Any, Any, Any], db: Db) -> User | None:
     """The signed-in member, or None; also remembers the club name for the page header."""
     request.state.club_name = await club_name(db, settings_of(request).club_name)
     token = request.cookies.get(SESSION_COOKIE)

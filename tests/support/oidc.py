@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import os
-import queue
 import secrets
-import socket
-import subprocess
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import IO
 from urllib.parse import urljoin, urlsplit
 
 import httpx
+
+from tests.support.processes import free_port, run
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
 PROVIDER_SCRIPT = TESTS_DIR / "oidc" / "provider.mjs"
@@ -33,26 +30,11 @@ class OidcProvider:
     discovery_url: str
 
 
-def _free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _pump_lines(stream: IO[str], lines: queue.Queue[str | None]) -> None:
-    """Copy stdout lines to ``lines`` until EOF, then ``None``: the pipe never fills."""
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
-
-
 def start_oidc_provider(redirect_uris: list[str]) -> Iterator[OidcProvider]:
     """Run the provider while the generator is open (``yield from`` it in a fixture)."""
     if not (TESTS_DIR / "node_modules" / "oidc-provider").is_dir():
         raise RuntimeError("tests/node_modules/oidc-provider is missing: run `npm ci --prefix tests` first")
-    port = _free_port()
+    port = free_port()
     client_id = "gpuclub-hub"
     client_secret = secrets.token_urlsafe(24)
     env = {
@@ -62,40 +44,14 @@ def start_oidc_provider(redirect_uris: list[str]) -> Iterator[OidcProvider]:
         "OIDC_CLIENT_SECRET": client_secret,
         "OIDC_REDIRECT_URIS": ",".join(redirect_uris),
     }
-    process = subprocess.Popen(
-        ["node", str(PROVIDER_SCRIPT)],
-        cwd=TESTS_DIR,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stdout is not None
-        lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=_pump_lines, args=(process.stdout, lines), daemon=True).start()
-        try:
-            line = lines.get(timeout=READY_TIMEOUT)
-        except queue.Empty:
-            raise RuntimeError(f"OIDC provider did not report READY within {READY_TIMEOUT:.0f}s") from None
-        if line is None or not line.startswith("READY "):
-            raise RuntimeError(
-                f"OIDC provider failed to start (exit code {process.poll()}, first line {line!r}); see its stderr"
-            )
-        issuer = line.removeprefix("READY ").strip()
+    with run(["node", str(PROVIDER_SCRIPT)], env=env, cwd=TESTS_DIR) as provider:
+        issuer = provider.wait_for(r"^READY (\S+)", timeout=READY_TIMEOUT).group(1)
         yield OidcProvider(
             issuer=issuer,
             client_id=client_id,
             client_secret=client_secret,
             discovery_url=f"{issuer}/.well-known/openid-configuration",
         )
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 class _FormParser(HTMLParser):

@@ -1,0 +1,94 @@
+"""Real child processes for the tests: started, awaited on a line they print, and always stopped."""
+
+from __future__ import annotations
+
+import queue
+import re
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Running:
+    """A started process and everything it has printed so far (stdout and stderr merged)."""
+
+    process: subprocess.Popen[str]
+    lines: queue.Queue[str | None]
+    output: list[str] = field(default_factory=list)
+
+    def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
+        """Block until a line matches `pattern`; the line arrives through the pipe, no polling."""
+        regex = re.compile(pattern)
+        for line in self.output:
+            if match := regex.search(line):
+                return match
+        while True:
+            try:
+                line = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                raise RuntimeError(f"no line matching {pattern!r} within {timeout}s:\n{self.text}") from None
+            if line is None:
+                raise RuntimeError(f"process exited ({self.process.poll()}) before {pattern!r}:\n{self.text}")
+            self.output.append(line)
+            if match := regex.search(line):
+                return match
+
+    def drain(self) -> None:
+        """Collect what is buffered in the queue without waiting."""
+        while True:
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                return
+            if line is None:
+                return
+            self.output.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.output)
+
+
+def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+@contextmanager
+def run(command: Sequence[str], *, env: Mapping[str, str], cwd: Path | None = None) -> Iterator[Running]:
+    process = subprocess.Popen(
+        list(command),
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    lines: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True).start()
+    try:
+        yield Running(process, lines)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
