@@ -6,6 +6,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -19,7 +20,10 @@ from hub.app import create_app
 from hub.db import Database
 from hub.migrate import upgrade
 from hub.models import metadata
-from hub.settings import Settings
+from hub.settings import OidcSettings, Settings
+from tests.support.hub import LiveHub, hub_env, live_hub
+from tests.support.oidc import OidcProvider, start_oidc_provider
+from tests.support.processes import free_port
 
 REQUIRE_SERVICES = os.environ.get("GPUCLUB_REQUIRE_SERVICES") == "1"
 POSTGRES_URL = os.environ.get("GPUCLUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -109,3 +113,44 @@ async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
     """A browser-like client talking to the app in this event loop (so it shares the database pool)."""
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def live_port() -> int:
+    """One port for the live hubs of this run (one at a time), so the OIDC provider can know the callback."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(live_port: int) -> Iterator[OidcProvider]:
+    if not (Path(__file__).parent / "node_modules" / "oidc-provider").is_dir():
+        missing_service("the OIDC provider is not installed: run `npm ci --prefix tests` (make test does)")
+    yield from start_oidc_provider(
+        [f"{BASE_URL}/auth/oidc/callback", f"http://127.0.0.1:{live_port}/auth/oidc/callback"]
+    )
+
+
+@pytest.fixture
+def oidc_settings(settings: Settings, oidc_provider: OidcProvider) -> Settings:
+    """The app's settings with the test OIDC provider configured."""
+    oidc = OidcSettings(oidc_provider.client_id, oidc_provider.client_secret, oidc_provider.discovery_url, "Lab SSO")
+    return replace(settings, oidc=oidc)
+
+
+@pytest.fixture
+def live_env(tmp_path: Path, live_port: int, oidc_provider: OidcProvider) -> dict[str, str]:
+    return hub_env(
+        tmp_path / "live",
+        port=live_port,
+        GPUCLUB_OIDC_DISCOVERY_URL=oidc_provider.discovery_url,
+        GPUCLUB_OIDC_CLIENT_ID=oidc_provider.client_id,
+        GPUCLUB_OIDC_CLIENT_SECRET=oidc_provider.client_secret,
+        GPUCLUB_OIDC_LABEL="Lab SSO",
+    )
+
+
+@pytest.fixture
+def hub_process(live_env: dict[str, str]) -> Iterator[LiveHub]:
+    """A real `gpuclub serve` on SQLite with the test OIDC provider, fresh for each test."""
+    with live_hub(live_env) as hub:
+        yield hub

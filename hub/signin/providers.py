@@ -19,7 +19,7 @@ from joserfc.jwk import KeySet
 from hub.errors import BadRequest
 from hub.settings import OAuthClientSettings, OidcSettings, Settings
 
-TIMEOUT = httpx.Timeout(10.0)
+TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)

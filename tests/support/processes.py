@@ -82,7 +82,8 @@ def run(command: Sequence[str], *, env: Mapping[str, str], cwd: Path | None = No
     )
     assert process.stdout is not None
     lines: queue.Queue[str | None] = queue.Queue()
-    threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True).start()
+    pump = threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True)
+    pump.start()
     try:
         yield Running(process, lines)
     finally:
@@ -92,3 +93,5 @@ def run(command: Sequence[str], *, env: Mapping[str, str], cwd: Path | None = No
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        pump.join(timeout=10)
+        process.stdout.close()
