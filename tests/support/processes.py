@@ -38,13 +38,13 @@ class Running:
                 return match
         while True:
             try:
-                line = self.lines.get(timeout=timeout)
+                got = self.lines.get(timeout=timeout)
             except queue.Empty:
                 raise RuntimeError(f"no line matching {pattern!r} within {timeout}s:\n{self.text}") from None
-            if line is None:
+            if got is None:
                 raise RuntimeError(f"process exited ({self.process.poll()}) before {pattern!r}:\n{self.text}")
-            self.output.append(line)
-            if match := regex.search(line):
+            self.output.append(got)
+            if match := regex.search(got):
                 return match
 
     def drain(self) -> None:
