@@ -111,7 +111,8 @@ def app(settings: Settings, database: Database) -> Litestar:
 @pytest.fixture
 async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
     """A browser-like client talking to the app in this event loop (so it shares the database pool)."""
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)  # type: ignore[arg-type], base_url=BASE_URL) as client:
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
         yield client
 
 
