@@ -1,0 +1,188 @@
+"""Who may open which page and take which action: every route of the app, for every persona.
+
+The personas are the owner, an admin, a member who owns an API key, another member, and someone signed out.
+A refused request must change nothing, so each refusal also compares the club before and after.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from hub.accounts.models import Role, User, WebSession
+from hub.club.models import ClubSetting
+from hub.invitations import service as invitations
+from hub.invitations.models import DomainRule, Invitation
+from hub.keys import service as keys
+from hub.keys.models import ApiKey
+from tests.support.people import Client, person, sign_in, text_of
+
+SIGNED_IN = frozenset({"owner", "admin", "member", "another member"})
+ADMINS = frozenset({"owner", "admin"})
+PERSONAS = ["owner", "admin", "member", "another member", "signed out"]
+
+TITLES = {403: "Not allowed", 404: "Not found"}
+_HX_CSRF = re.compile(r'"x-csrftoken": "([^"]+)"')
+
+
+@dataclass(frozen=True)
+class Route:
+    """One page or action; `path` names the club's rows as {member}, {key}, {invitation} and {rule}."""
+
+    method: str
+    path: str
+    allowed: frozenset[str]
+    status: int  # what someone allowed gets
+    location: str | None = None  # where a 303 sends them
+    refused: int = 403  # what a signed-in person who is not allowed gets
+    data: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+ROUTES = [
+    Route("GET", "/dashboard", SIGNED_IN, 200),
+    Route("GET", "/keys", SIGNED_IN, 200),
+    Route("GET", "/gpus", SIGNED_IN, 200),
+    Route("GET", "/admin", ADMINS, 303, "/admin/members"),
+    Route("GET", "/admin/members", ADMINS, 200),
+    Route("GET", "/admin/invitations", ADMINS, 200),
+    Route("GET", "/admin/settings", ADMINS, 200),
+    Route("POST", "/keys", SIGNED_IN, 200, data={"name": "laptop"}),
+    # Keys are personal: even the owner of the club gets "not found" for someone else's key.
+    Route("POST", "/keys/{key}/revoke", frozenset({"member"}), 303, "/keys", refused=404),
+    Route("POST", "/admin/members/{member}/role", ADMINS, 303, "/admin/members", data={"role": "admin"}),
+    Route("POST", "/admin/members/{member}/suspend", ADMINS, 303, "/admin/members"),
+    Route("POST", "/admin/members/{member}/reactivate", ADMINS, 303, "/admin/members"),
+    Route("POST", "/admin/members/{member}/remove", ADMINS, 303, "/admin/members"),
+    Route("POST", "/admin/invitations", ADMINS, 200, data={"role": "member", "max_uses": "1", "expires": "7d"}),
+    Route("POST", "/admin/invitations/{invitation}/revoke", ADMINS, 303, "/admin/invitations"),
+    Route("POST", "/admin/settings/club", ADMINS, 303, "/admin/settings", data={"club_name": "Night Owls"}),
+    Route("POST", "/admin/settings/domains", ADMINS, 303, "/admin/settings", data={"domain": "new.example.org"}),
+    Route("POST", "/admin/settings/domains/{rule}/delete", ADMINS, 303, "/admin/settings"),
+    Route("POST", "/logout", SIGNED_IN, 303, "/"),
+]
+ACTIONS = [route for route in ROUTES if route.method == "POST"]
+
+
+@dataclass
+class Club:
+    people: dict[str, User]
+    ids: dict[str, int]
+
+
+async def club(db: AsyncSession) -> Club:
+    """The personas, plus a member for admins to manage, the member's key, an invitation and a domain rule."""
+    owner = await person(db, "olive@lab.example.org", Role.OWNER)
+    people = {
+        "owner": owner,
+        "admin": await person(db, "adam@lab.example.org", Role.ADMIN),
+        "member": await person(db, "mia@lab.example.org"),
+        "another member": await person(db, "max@lab.example.org"),
+    }
+    target = await person(db, "tess@lab.example.org")
+    key, _ = await keys.create_key(db, people["member"], name="mia's laptop")
+    invitation, _ = await invitations.create_invitation(db, owner, note="reading group")
+    rule = await invitations.add_domain_rule(db, owner, "lab.example.org")
+    assert key.id and invitation.id and rule.id
+    return Club(people, {"member": target.pk, "key": key.id, "invitation": invitation.id, "rule": rule.id})
+
+
+async def snapshot(db: AsyncSession) -> dict[str, Any]:
+    """Everything an action could change, as plain values (so nothing is read from the session's cache)."""
+    users = select(User.email, User.role, User.status).order_by(col(User.id))
+    api_keys = select(ApiKey.id, ApiKey.revoked_at).order_by(col(ApiKey.id))
+    invites = select(Invitation.id, Invitation.revoked_at, Invitation.uses).order_by(col(Invitation.id))
+    return {
+        "users": (await db.exec(users)).all(),
+        "keys": (await db.exec(api_keys)).all(),
+        "invitations": (await db.exec(invites)).all(),
+        "rules": (await db.exec(select(DomainRule.domain).order_by(col(DomainRule.domain)))).all(),
+        "club": (await db.exec(select(ClubSetting.key, ClubSetting.value))).all(),
+        "sessions": (await db.exec(select(func.count()).select_from(WebSession))).one(),
+    }
+
+
+async def csrf_token(client: Client) -> str:
+    """The token every page hands to htmx; the landing page has one too, for people who are signed out."""
+    page = await client.get("/", follow_redirects=True)
+    match = _HX_CSRF.search(page.text)
+    assert match, "the page carries no CSRF token"
+    return match.group(1)
+
+
+async def request(client: Client, route: Route, ids: dict[str, int], *, with_csrf: bool = True) -> httpx.Response:
+    path = route.path.format(**ids)
+    if route.method == "GET":
+        return await client.get(path)
+    form = dict(route.data)
+    if with_csrf:
+        form["_csrf_token"] = await csrf_token(client)
+    return await client.post(path, data=form)
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=str)
+@pytest.mark.parametrize("persona", PERSONAS)
+async def test_every_page_and_action_answers_each_persona_as_their_role_allows(
+    client: Client, db: AsyncSession, persona: str, route: Route
+) -> None:
+    members = await club(db)
+    if persona != "signed out":
+        await sign_in(client, db, members.people[persona])
+    before = await snapshot(db)
+
+    response = await request(client, route, members.ids)
+
+    if persona == "signed out":
+        assert (response.status_code, response.headers.get("location")) == (303, "/")
+    elif persona in route.allowed:
+        assert (response.status_code, response.headers.get("location")) == (route.status, route.location)
+    else:
+        assert response.status_code == route.refused
+        assert TITLES[route.refused] in text_of(response.text)
+    if persona not in route.allowed or persona == "signed out":
+        assert await snapshot(db) == before
+
+
+async def test_a_members_attempt_to_suspend_someone_leaves_them_signed_in_and_active(
+    client: Client, db: AsyncSession
+) -> None:
+    members = await club(db)
+    await sign_in(client, db, members.people["member"])
+
+    response = await client.post(
+        f"/admin/members/{members.people['another member'].pk}/suspend",
+        data={"_csrf_token": await csrf_token(client)},
+    )
+
+    assert response.status_code == 403
+    assert "Only admins can do that." in text_of(response.text)
+    status = select(User.status).where(User.email == "max@lab.example.org")
+    assert (await db.exec(status)).one() == "active"
+
+
+@pytest.mark.parametrize("route", ACTIONS, ids=str)
+async def test_an_action_without_a_csrf_token_is_refused_and_changes_nothing(
+    client: Client, db: AsyncSession, route: Route
+) -> None:
+    members = await club(db)
+    owner = members.people["owner"]
+    await sign_in(client, db, owner)
+    await client.get("/dashboard")  # the browser holds the CSRF cookie, as a victim's browser would
+    assert "gpuclub_csrf" in client.cookies
+    before = await snapshot(db)
+
+    response = await request(client, route, members.ids, with_csrf=False)
+
+    assert response.status_code == 403
+    assert "did not come from this site" in text_of(response.text)
+    assert await snapshot(db) == before
+    assert (await client.get("/dashboard")).status_code == 200

@@ -1,0 +1,72 @@
+"""Migrations: an empty database upgrades to head, and the models have not drifted from the migrations."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
+
+from hub.migrate import pending, upgrade
+from hub.models import metadata
+from tests.conftest import POSTGRES_URL, missing_service
+
+
+def _sync(url: str) -> str:
+    driver = "sqlite" if url.startswith("sqlite") else "postgresql+psycopg"
+    return str(make_url(url).set(drivername=driver))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
+        return
+    admin = create_engine(_sync(POSTGRES_URL), isolation_level="AUTOCOMMIT")
+    name = f"gpuclub_migrate_{uuid.uuid4().hex[:8]}"
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001
+        admin.dispose()
+        missing_service(f"PostgreSQL is not reachable at {POSTGRES_URL}: {type(exc).__name__}")
+    yield str(make_url(POSTGRES_URL).set(database=name, drivername="postgresql+asyncpg"))
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_an_empty_database_upgrades_to_head_with_every_table(empty_database: str) -> None:
+    assert pending(empty_database)
+
+    upgrade(empty_database)
+
+    assert not pending(empty_database)
+    engine = create_engine(_sync(empty_database))
+    tables = set(inspect(engine).get_table_names())
+    engine.dispose()
+    assert set(metadata.tables) <= tables
+
+
+def test_upgrading_twice_changes_nothing(empty_database: str) -> None:
+    upgrade(empty_database)
+    upgrade(empty_database)
+
+    assert not pending(empty_database)
+
+
+def test_the_models_match_the_migrations(empty_database: str) -> None:
+    upgrade(empty_database)
+
+    engine = create_engine(_sync(empty_database))
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        drift = compare_metadata(context, metadata)
+    engine.dispose()
+
+    assert drift == [], f"models and migrations differ; write a migration: {drift}"
