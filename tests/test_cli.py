@@ -22,12 +22,12 @@ def env(tmp_path: Path, database_url: str) -> dict[str, str]:
     return env
 
 
-def one_error_line(result: object) -> str:
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode != 0
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, lines
-    return str(lines[0])
+    return lines[0]
 
 
 async def test_member_add_creates_a_member_with_the_role(env: dict[str, str], db: AsyncSession) -> None:
