@@ -127,7 +127,9 @@ class OidcProvider:
                 jwks = (await client.get(meta["jwks_uri"])).raise_for_status().json()
             except Exception as exc:
                 raise SignInFailed(f"{self.label} did not confirm the sign-in. Please try again.") from exc
-        claims = self._verified_claims(str(token.get("id_token", "")), jwks, meta["issuer"], nonce)
+            claims = self._verified_claims(str(token.get("id_token", "")), jwks, meta["issuer"], nonce)
+            if not claims.get("email") and meta.get("userinfo_endpoint"):
+                claims = await self._with_userinfo(client, meta["userinfo_endpoint"], claims)
         return ExternalIdentity(
             provider=self.name,
             subject=str(claims["sub"]),
@@ -135,6 +137,16 @@ class OidcProvider:
             email_verified=claims.get("email_verified") is True,
             name=str(claims.get("name") or claims.get("preferred_username") or ""),
         )
+
+    async def _with_userinfo(self, client: AsyncOAuth2Client, url: str, claims: dict[str, Any]) -> dict[str, Any]:
+        """Some providers keep the email out of the ID token (as the spec allows) and only give it at userinfo."""
+        try:
+            info = (await client.get(url)).raise_for_status().json()
+        except Exception as exc:
+            raise SignInFailed(f"{self.label} did not share your profile. Please try again.") from exc
+        if not isinstance(info, dict) or info.get("sub") != claims["sub"]:
+            raise SignInFailed(f"{self.label} sent a profile for someone else. Please try again.")
+        return {**info, **{k: v for k, v in claims.items() if v not in (None, "")}}
 
     def _verified_claims(self, id_token: str, jwks: dict[str, Any], issuer: str, nonce: str) -> dict[str, Any]:
         try:

@@ -5,6 +5,7 @@
 //   OIDC_CLIENT_ID      the one confidential client (client_secret_basic or client_secret_post)
 //   OIDC_CLIENT_SECRET
 //   OIDC_REDIRECT_URIS  comma-separated redirect URIs registered for that client
+//   OIDC_CONFORM        1: claims only at userinfo, not in the ID token
 //
 // Sign-in uses the built-in development interactions: any login and password are accepted and
 // the typed login becomes the account id (`sub`). Claims:
@@ -97,7 +98,8 @@ const provider = new Provider(issuer, {
     profile: ['name'],
   },
   // Put the scope-granted claims (email, name) into the ID token too, not only at userinfo.
-  conformIdTokenClaims: false,
+  // OIDC_CONFORM=1 keeps email and name out of the ID token (userinfo only), as strict providers do.
+  conformIdTokenClaims: process.env.OIDC_CONFORM === '1',
   // PKCE (S256 only) is required even for this confidential client, so a hub that forgets
   // to send code_challenge fails loudly ("Authorization Server policy requires PKCE").
   pkce: { required: () => true },

@@ -30,7 +30,7 @@ class OidcProvider:
     discovery_url: str
 
 
-def start_oidc_provider(redirect_uris: list[str]) -> Iterator[OidcProvider]:
+def start_oidc_provider(redirect_uris: list[str], *, conform: bool = False) -> Iterator[OidcProvider]:
     """Run the provider while the generator is open (``yield from`` it in a fixture)."""
     if not (TESTS_DIR / "node_modules" / "oidc-provider").is_dir():
         raise RuntimeError("tests/node_modules/oidc-provider is missing: run `npm ci --prefix tests` first")
@@ -43,6 +43,7 @@ def start_oidc_provider(redirect_uris: list[str]) -> Iterator[OidcProvider]:
         "OIDC_CLIENT_ID": client_id,
         "OIDC_CLIENT_SECRET": client_secret,
         "OIDC_REDIRECT_URIS": ",".join(redirect_uris),
+        "OIDC_CONFORM": "1" if conform else "0",
     }
     with run(["node", str(PROVIDER_SCRIPT)], env=env, cwd=TESTS_DIR) as provider:
         issuer = provider.wait_for(r"^READY (\S+)", timeout=READY_TIMEOUT).group(1)
