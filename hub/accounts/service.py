@@ -125,15 +125,21 @@ async def use_login_link(db: AsyncSession, token: str) -> User:
     return user
 
 
-async def claim_ownership(db: AsyncSession, token: str, *, email: str, name: str) -> User:
-    """The first-start link: whoever opens it becomes the owner, once."""
+async def peek_setup_link(db: AsyncSession, token: str) -> LoginLink:
+    """The first-start link, while it can still make someone the owner."""
     link = await peek_login_link(db, token)
     if link.user_id is not None:
         raise NotFound("This is not an owner set-up link.")
-    email = normalize_email(email)
-    name = clean_text(name, what="name", max_length=200)
     if await has_owner(db):
         raise Conflict("This hub already has an owner. Ask them for an invitation.")
+    return link
+
+
+async def claim_ownership(db: AsyncSession, token: str, *, email: str, name: str) -> User:
+    """The first-start link: whoever opens it becomes the owner, once."""
+    link = await peek_setup_link(db, token)
+    email = normalize_email(email)
+    name = clean_text(name, what="name", max_length=200)
     await _spend(db, link)
     user = await find_by_email(db, email)
     if user is None:

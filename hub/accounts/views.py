@@ -31,7 +31,7 @@ async def login_link(request: Request[Any, Any, Any], db: Db, token: FromPath[st
 
 @get("/setup/{token:str}", name="setup")
 async def setup_form(request: Request[Any, Any, Any], db: Db, viewer: Viewer, token: FromPath[str]) -> Template:
-    await accounts.peek_login_link(db, token)
+    await accounts.peek_setup_link(db, token)
     return page(request, "setup.html", token=token, email="", name="")
 
 
