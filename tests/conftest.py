@@ -108,12 +108,22 @@ def app(settings: Settings, database: Database) -> Litestar:
     return create_app(settings, database)
 
 
+def browser_for(app: Litestar, base_url: str = BASE_URL) -> httpx.AsyncClient:
+    """A browser-like client talking to the app in this event loop (so it shares the database pool)."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)  # type: ignore[arg-type]
+
+
 @pytest.fixture
 async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
-    """A browser-like client talking to the app in this event loop (so it shares the database pool)."""
-    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+    async with browser_for(app) as client:
         yield client
+
+
+@pytest.fixture
+async def their_browser(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    """A second person's browser, with its own cookies, talking to the same app."""
+    async with browser_for(app) as browser:
+        yield browser
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import httpx
 import pytest
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -12,7 +11,7 @@ from hub.accounts import service as accounts
 from hub.app import create_app
 from hub.db import Database
 from hub.settings import Settings
-from tests.conftest import BASE_URL
+from tests.conftest import browser_for
 from tests.support.people import Client, person, text_of
 
 
@@ -25,8 +24,7 @@ async def test_healthz_reports_the_database(client: Client) -> None:
 
 async def test_healthz_says_when_the_database_is_down(settings: Settings) -> None:
     unreachable = Database("postgresql+asyncpg://nobody@127.0.0.1:1/nothing")
-    transport = httpx.ASGITransport(app=create_app(settings, unreachable))  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+    async with browser_for(create_app(settings, unreachable)) as client:
         response = await client.get("/healthz")
     await unreachable.dispose()
 
@@ -63,8 +61,7 @@ async def test_the_session_cookie_is_http_only_lax_and_secure_on_https(
     app = create_app(replace(settings, public_url=public_url), database)
     alice = await person(db, "alice@lab.example.org")
     token = await accounts.create_login_link(db, alice, minutes=5)
-    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url=public_url) as client:
+    async with browser_for(app, public_url) as client:
         response = await client.get(f"/login/{token}")
 
     cookie = next(c for c in response.headers.get_list("set-cookie") if c.startswith("gpuclub_session="))

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
-import pytest
 from litestar import Litestar
 from sqlalchemy import func
 from sqlmodel import col, select
@@ -16,17 +14,10 @@ from hub.accounts import service as accounts
 from hub.accounts.models import LoginLink, Role, User
 from hub.db import utcnow
 from hub.web.context import SESSION_COOKIE
+from tests.conftest import browser_for
 from tests.support.people import Client, csrf_from, person, post_form, sign_in, text_of
 
 NOT_VALID = "This sign-in link is not valid: it was already used, has expired, or was mistyped."
-
-
-@pytest.fixture
-async def their_browser(app: Litestar, client: Client) -> AsyncIterator[Client]:
-    """A second browser, with its own cookies, talking to the same app."""
-    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url=client.base_url) as browser:
-        yield browser
 
 
 async def submit(browser: Client, form: httpx.Response, data: dict[str, str]) -> httpx.Response:
@@ -179,14 +170,15 @@ async def test_signing_out_ends_the_session_even_for_a_copied_cookie(
     alice = await person(db, "alice@lab.example.org")
     await sign_in(client, db, alice)
     cookie = client.cookies[SESSION_COOKIE]
+    async with browser_for(app) as copy:
+        copy.cookies.set(SESSION_COOKIE, cookie)
+        assert (await copy.get("/dashboard")).status_code == 200  # the copied cookie works while signed in
 
     signed_out = await post_form(client, "/dashboard", "/logout")
 
     assert (signed_out.status_code, signed_out.headers["location"]) == (303, "/")
     assert (await client.get("/dashboard")).headers["location"] == "/"
-    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(
-        transport=transport, base_url=client.base_url, cookies={SESSION_COOKIE: cookie}
-    ) as replay:
+    async with browser_for(app) as replay:
+        replay.cookies.set(SESSION_COOKIE, cookie)
         dashboard = await replay.get("/dashboard")
     assert (dashboard.status_code, dashboard.headers["location"]) == (303, "/")

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from litestar import Litestar
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -16,14 +14,6 @@ from hub.accounts.models import Role, User
 from tests.support.people import Client, api_key, person, post_form, sign_in, text_of
 
 MEMBERS = "/admin/members"
-
-
-@pytest.fixture
-async def their_browser(app: Litestar, client: Client) -> AsyncIterator[Client]:
-    """A second person's browser, with its own cookies, talking to the same app."""
-    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url=client.base_url) as browser:
-        yield browser
 
 
 async def role_and_status(db: AsyncSession, user: User) -> tuple[str, str]:

@@ -13,7 +13,7 @@ from hub.app import create_app
 from hub.db import Database
 from hub.settings import OAuthClientSettings, Settings
 from hub.signin.providers import build_providers
-from tests.conftest import BASE_URL
+from tests.conftest import BASE_URL, browser_for
 
 
 def with_github_and_google(settings: Settings) -> Settings:
@@ -27,8 +27,7 @@ def with_github_and_google(settings: Settings) -> Settings:
 async def test_with_no_provider_the_landing_page_explains_the_command_line(
     settings: Settings, database: Database
 ) -> None:
-    transport = httpx.ASGITransport(app=create_app(settings, database))  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+    async with browser_for(create_app(settings, database)) as client:
         landing = await client.get("/")
 
     assert landing.status_code == 200
