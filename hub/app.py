@@ -1,4 +1,4 @@
-"""`create_app(settings)`: the route table and the plugins. No logic lives here."""
+"""`create_app(settings)`: the route table, the shared parts and the plugins. No logic lives here."""
 
 from __future__ import annotations
 
@@ -12,11 +12,19 @@ from litestar.template import TemplateConfig
 
 from hub.accounts import views as accounts
 from hub.admin import views as admin
+from hub.agents import tunnel
+from hub.agents import views as gpus
+from hub.agents.live import Registry
+from hub.background import Background
 from hub.db import Database
 from hub.invitations import views as invitations
 from hub.keys import views as keys
+from hub.keys.cache import KeyCache
+from hub.metrics import Metrics
 from hub.pages import views as pages
 from hub.proxy import views as proxy
+from hub.proxy.forward import Proxy
+from hub.proxy.scheduler import Scheduler
 from hub.settings import Settings
 from hub.signin import views as signin
 from hub.signin.providers import build_providers
@@ -26,8 +34,19 @@ from hub.web.errors import handle
 
 def create_app(settings: Settings, database: Database | None = None) -> Litestar:
     db = database or Database(settings.database_url)
+    registry = Registry()
+    scheduler = Scheduler(
+        registry, queue_per_member=settings.queue_per_member, wait_seconds=settings.queue_wait_seconds
+    )
+    background = Background()
+    metrics = Metrics(
+        agents_online=lambda: len(registry.links),
+        queued=scheduler.waiting,
+        in_flight=lambda: sum(link.in_flight for link in registry.links.values()),
+    )
 
-    async def close_database() -> None:
+    async def shutdown() -> None:
+        await background.drain()
         await db.dispose()
 
     return Litestar(
@@ -36,23 +55,37 @@ def create_app(settings: Settings, database: Database | None = None) -> Litestar
             *accounts.routes,
             *signin.routes,
             *keys.routes,
+            *gpus.routes,
             *invitations.routes,
             *admin.routes,
             *proxy.routes,
+            tunnel.tunnel,
             create_static_files_router(path="/static", directories=[settings.static_dir], name="static"),
         ],
         dependencies={"db": Provide(provide_db), "viewer": Provide(provide_viewer)},
-        state=State({"settings": settings, "db": db, "providers": build_providers(settings)}),
+        state=State(
+            {
+                "settings": settings,
+                "db": db,
+                "providers": build_providers(settings),
+                "registry": registry,
+                "key_cache": KeyCache(),
+                "metrics": metrics,
+                "background": background,
+                "proxy": Proxy(scheduler, db, background, metrics, settings.upstream_timeout),
+            }
+        ),
         template_config=TemplateConfig(directory=settings.templates_dir, engine=JinjaTemplateEngine),
         csrf_config=CSRFConfig(
             secret=settings.secret_key,
             cookie_name="gpuclub_csrf",
             cookie_secure=settings.secure_cookies,
             cookie_httponly=False,
-            exclude=["/v1/", "/healthz"],
+            exclude=["/v1/", "/healthz", "/agent/"],
         ),
         exception_handlers={Exception: handle},
-        on_shutdown=[close_database],
+        on_shutdown=[shutdown],
+        request_max_body_size=settings.max_body_bytes + 1024,
         openapi_config=None,
         debug=False,
     )

@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from hub.accounts import service as accounts
 from hub.accounts.models import Role
+from hub.agents import service as agents
 from hub.db import Database
 from hub.errors import HubError
 from hub.invitations import service as invitations
@@ -104,6 +105,17 @@ def cmd_login_link(settings: Settings, args: argparse.Namespace) -> str:
     return _run(settings, job)
 
 
+def cmd_agent_token_create(settings: Settings, args: argparse.Namespace) -> str:
+    async def job(db: Any) -> str:
+        user = await accounts.get_member(db, args.email)
+        if not user.is_active:
+            raise HubError(f"{user.email} is suspended")
+        _, token = await agents.create_agent(db, user, name=args.name)
+        return token
+
+    return _run(settings, job)
+
+
 def cmd_invite_create(settings: Settings, args: argparse.Namespace) -> str:
     role = accounts.parse_role(args.role)
     uses = parse_count(args.uses, what="number of uses", high=10_000)
@@ -144,6 +156,12 @@ def parser() -> argparse.ArgumentParser:
     link = commands.add_parser("login-link", help="print a one-time, short-lived sign-in URL")
     link.add_argument("email")
     link.set_defaults(func=cmd_login_link)
+
+    agent = commands.add_parser("agent-token", help="manage agent tokens").add_subparsers(dest="action", required=True)
+    token = agent.add_parser("create", help="create an agent token for a member's GPU and print it")
+    token.add_argument("email")
+    token.add_argument("--name", required=True, help="the GPU machine's name, e.g. desk-4090")
+    token.set_defaults(func=cmd_agent_token_create)
 
     invite = commands.add_parser("invite", help="manage invitations").add_subparsers(dest="action", required=True)
     new = invite.add_parser("create", help="create an invitation and print its URL")

@@ -7,11 +7,15 @@
      ├── PayloadTooLarge        413
      ├── NotSignedIn            401 on pages: sign in first
      ├── InvalidApiKey          401 on /v1
+     ├── Unauthorized           401: an agent token the hub does not accept
      ├── Forbidden              403
      │    └── NotInvited        signed in at a provider, but no invitation or rule admits them
      ├── NotFound               404
      │    └── ModelNotFound     404 on /v1
-     └── Conflict               409
+     ├── Conflict               409
+     ├── TooManyRequests        429 with Retry-After (queue full, later: quotas)
+     ├── Unavailable            503 with Retry-After (no free GPU in time)
+     └── UpstreamFailed         502 (the member's server failed or timed out)
 
 Services raise these; `hub.web.errors` translates them, in one place, into a page, an htmx fragment or OpenAI's
 JSON error envelope.
@@ -65,6 +69,13 @@ class InvalidApiKey(HubError):
     title = "Invalid API key"
 
 
+class Unauthorized(HubError):
+    status_code = 401
+    openai_type = "invalid_request_error"
+    code = "invalid_token"
+    title = "Not accepted"
+
+
 class Forbidden(HubError):
     status_code = 403
     openai_type = "permission_error"
@@ -80,6 +91,35 @@ class NotFound(HubError):
 
 class ModelNotFound(NotFound):
     code = "model_not_found"
+
+
+class TooManyRequests(HubError):
+    status_code = 429
+    openai_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+    title = "Too many requests"
+
+    def __init__(self, message: str = "", *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Unavailable(HubError):
+    status_code = 503
+    openai_type = "server_error"
+    code = "no_capacity"
+    title = "Busy"
+
+    def __init__(self, message: str = "", *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class UpstreamFailed(HubError):
+    status_code = 502
+    openai_type = "server_error"
+    code = "upstream_error"
+    title = "The GPU's server failed"
 
 
 class Conflict(HubError):

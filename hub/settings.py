@@ -46,6 +46,11 @@ class Settings:
     oidc: OidcSettings | None = None
     session_days: int = 30
     login_link_minutes: int = 15
+    max_body_bytes: int = 4 * 1024 * 1024
+    queue_per_member: int = 64
+    queue_wait_seconds: float = 30.0
+    upstream_timeout: float = 300.0
+    agent_heartbeat: float = 2.0
     log_level: str = "INFO"
     templates_dir: Path = ROOT / "templates"
     static_dir: Path = ROOT / "static"
@@ -79,6 +84,11 @@ class Settings:
             google=env.oauth_client("GOOGLE"),
             oidc=env.oidc(),
             session_days=env.integer("GPUCLUB_SESSION_DAYS", 30, low=1, high=365),
+            max_body_bytes=env.integer("GPUCLUB_MAX_BODY_BYTES", 4 * 1024 * 1024, low=1024, high=16 * 1024 * 1024),
+            queue_per_member=env.integer("GPUCLUB_QUEUE_PER_MEMBER", 64, low=1, high=100_000),
+            queue_wait_seconds=env.number("GPUCLUB_QUEUE_WAIT_SECONDS", 30.0, low=0.1, high=3600),
+            upstream_timeout=env.number("GPUCLUB_UPSTREAM_TIMEOUT", 300.0, low=1, high=86400),
+            agent_heartbeat=env.number("GPUCLUB_AGENT_HEARTBEAT", 2.0, low=0.2, high=60),
             log_level=(env.get("GPUCLUB_LOG_LEVEL") or "INFO").upper(),
         )
 
@@ -110,6 +120,18 @@ class _Env:
             raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
         if not low <= value <= high:
             raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+        return value
+
+    def number(self, name: str, default: float, *, low: float, high: float) -> float:
+        raw = self.get(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
         return value
 
     def oauth_client(self, provider: str) -> OAuthClientSettings | None:

@@ -52,6 +52,7 @@ async def member_action(
         message = f"{target.display_name} was removed."
     else:
         raise NotFound("There is nothing at this address.")
+    request.app.state.key_cache.clear()  # a suspended or removed member's keys stop at once, not in a few seconds
     if is_htmx(request):
         return await _members(request, db, flash=message)
     return Redirect("/admin/members", status_code=303)

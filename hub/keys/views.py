@@ -57,6 +57,7 @@ async def key_revoke(
 ) -> Template | Redirect:
     user = signed_in(viewer)
     key = await keys.revoke(db, user, key_id)
+    request.app.state.key_cache.clear()
     if is_htmx(request):
         return await _render(request, db, user, flash=f"Revoked {key.name} ({key.prefix}…).")
     return Redirect("/keys", status_code=303)

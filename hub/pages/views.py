@@ -6,10 +6,16 @@ from typing import Any
 
 from litestar import MediaType, Request, Response, get
 from litestar.response import Redirect, Template
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
+from hub.accounts.models import User
+from hub.agents.live import Registry
 from hub.keys import service as keys
-from hub.web.context import Db, Viewer, signed_in
+from hub.metrics import Metrics
+from hub.proxy.views import api_caller
+from hub.usage import service as usage
+from hub.web.context import Db, Viewer, admin, signed_in
 from hub.web.render import page
 
 
@@ -23,13 +29,16 @@ async def landing(request: Request[Any, Any, Any], viewer: Viewer) -> Template |
 @get("/dashboard", name="dashboard")
 async def dashboard(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> Template:
     user = signed_in(viewer)
-    return page(request, "dashboard.html", key_count=len(await keys.list_keys(db, user)))
+    return page(
+        request, "dashboard.html", key_count=len(await keys.list_keys(db, user)), recent=await usage.recent(db, user)
+    )
 
 
-@get("/gpus", name="gpus")
-async def gpus(request: Request[Any, Any, Any], viewer: Viewer) -> Template:
+@get("/models", name="models")
+async def models(request: Request[Any, Any, Any], viewer: Viewer) -> Template:
     signed_in(viewer)
-    return page(request, "gpus.html")
+    registry: Registry = request.app.state.registry
+    return page(request, "models.html", models=registry.club_models())
 
 
 @get("/healthz", name="healthz", media_type=MediaType.JSON)
@@ -41,4 +50,15 @@ async def healthz(db: Db) -> Response[dict[str, str]]:
     return Response({"status": "ok", "database": "ok"})
 
 
-routes = [landing, dashboard, gpus, healthz]
+@get("/metrics", name="metrics")
+async def metrics(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> Response[bytes]:
+    """Prometheus metrics, for admins: a signed-in admin, or a scraper with an admin's API key."""
+    if viewer is None and request.headers.get("authorization"):
+        caller = await api_caller(request)
+        viewer = await db.get(User, caller.user_id)
+    admin(viewer)
+    collected: Metrics = request.app.state.metrics
+    return Response(collected.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+routes = [landing, dashboard, models, healthz, metrics]

@@ -1,33 +1,39 @@
-"""The OpenAI-compatible API under `/v1`. Routing to agents arrives with the agents feature; until then no
-model is served, so every well-formed request for a model gets OpenAI's `model_not_found`."""
+"""The OpenAI-compatible API under `/v1`: parse, check the key, hand to the proxy."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from litestar import Request, get, post
+from litestar import Request, Response, get, post
 
-from hub.accounts.models import User
-from hub.errors import BadRequest, InvalidApiKey, InvalidJSON, ModelNotFound
-from hub.keys import service as keys
-from hub.keys.models import ApiKey
-from hub.web.context import Db
+from hub.agents.live import Registry
+from hub.errors import BadRequest, InvalidApiKey, InvalidJSON, PayloadTooLarge
+from hub.keys.cache import Caller, KeyCache
+from hub.proxy.forward import Call, Proxy
+from hub.web.context import settings_of
 
 
-async def api_caller(request: Request[Any, Any, Any], db: Db) -> tuple[User, ApiKey]:
+async def api_caller(request: Request[Any, Any, Any]) -> Caller:
     scheme, _, secret = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise InvalidApiKey(
             "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'; create one on the API keys page."
         )
-    return await keys.authenticate(db, secret.strip())
+    cache: KeyCache = request.app.state.key_cache
+    return await cache.lookup(request.app.state.db.session, secret.strip())
 
 
-async def json_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
+async def json_body(request: Request[Any, Any, Any]) -> tuple[dict[str, Any], str]:
+    limit = settings_of(request).max_body_bytes
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise PayloadTooLarge(f"The request body is larger than this hub's limit of {limit} bytes.")
     raw = await request.body()
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"The request body is larger than this hub's limit of {limit} bytes.")
     try:
-        body = json.loads(raw)
+        text = raw.decode()
+        body = json.loads(text)
     except (ValueError, UnicodeDecodeError):
         raise InvalidJSON("We could not parse the JSON body of your request.") from None
     if not isinstance(body, dict):
@@ -36,20 +42,29 @@ async def json_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
         error = BadRequest("You must provide a model parameter.")
         error.code = "missing_model"
         raise error
-    return body
+    return body, text
 
 
 @get("/v1/models", name="v1_models")
-async def list_models(request: Request[Any, Any, Any], db: Db) -> dict[str, Any]:
-    await api_caller(request, db)
-    return {"object": "list", "data": []}
+async def list_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    caller = await api_caller(request)
+    registry: Registry = request.app.state.registry
+    models = registry.models_for(caller.user_id)
+    return {
+        "object": "list",
+        "data": [
+            {"id": model, "object": "model", "created": 0, "owned_by": "gpuclub", "gpus": count}
+            for model, count in models.items()
+        ],
+    }
 
 
 @post(["/v1/chat/completions", "/v1/completions", "/v1/embeddings"], name="v1_generate", status_code=200)
-async def generate(request: Request[Any, Any, Any], db: Db) -> dict[str, Any]:
-    await api_caller(request, db)
-    body = await json_body(request)
-    raise ModelNotFound(f"The model '{body['model']}' does not exist or no GPU in the club serves it right now.")
+async def generate(request: Request[Any, Any, Any]) -> Response[Any]:
+    caller = await api_caller(request)
+    body, raw = await json_body(request)
+    proxy: Proxy = request.app.state.proxy
+    return await proxy.handle(Call.build(caller, request.url.path, body, raw))
 
 
 routes = [list_models, generate]

@@ -18,7 +18,9 @@ log = logging.getLogger("gpuclub")
 
 def openai_envelope(error: HubError) -> Response[Any]:
     body = {"error": {"message": error.message, "type": error.openai_type, "param": None, "code": error.code}}
-    return Response(body, status_code=error.status_code, media_type=MediaType.JSON)
+    retry_after = getattr(error, "retry_after", None)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return Response(body, status_code=error.status_code, media_type=MediaType.JSON, headers=headers)
 
 
 def _from_litestar(exc: HTTPException) -> HubError:

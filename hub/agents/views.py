@@ -1,0 +1,91 @@
+"""My GPUs: agent tokens (shown once, with the exact command to run) and each agent live."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, get, post
+from litestar.params import FromPath
+from litestar.response import Redirect, Template
+
+from hub.accounts.models import User
+from hub.agents import service as agents
+from hub.agents.live import Registry
+from hub.errors import NotFound
+from hub.usage.service import requests_today_by_agent
+from hub.web.context import Db, Viewer, settings_of, signed_in
+from hub.web.render import is_htmx, page
+
+
+def _registry(request: Request[Any, Any, Any]) -> Registry:
+    registry: Registry = request.app.state.registry
+    return registry
+
+
+async def _render(request: Request[Any, Any, Any], db: Db, user: User, *, block: str, **extra: Any) -> Template:
+    mine = await agents.list_agents(db, user)
+    registry = _registry(request)
+    return page(
+        request,
+        "gpus.html",
+        block=block,
+        agents=mine,
+        live={a.pk: registry.get(a.pk) for a in mine},
+        today=await requests_today_by_agent(db, [a.pk for a in mine]),
+        hub_url=settings_of(request).public_url,
+        **extra,
+    )
+
+
+@get("/gpus", name="gpus")
+async def gpu_list(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> Template:
+    user = signed_in(viewer)
+    return await _render(request, db, user, block="gpus")
+
+
+@get("/gpus/live", name="gpus_live")
+async def gpu_live(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> Template:
+    user = signed_in(viewer)
+    return await _render(request, db, user, block="agent_list")
+
+
+@post("/gpus")
+async def gpu_create(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> Template:
+    user = signed_in(viewer)
+    form = await request.form()
+    agent, token = await agents.create_agent(db, user, name=form.get("name", ""))
+    return await _render(request, db, user, block="gpus", new_agent=agent, token=token)
+
+
+@post("/gpus/{agent_id:int}/{action:str}")
+async def gpu_action(
+    request: Request[Any, Any, Any], db: Db, viewer: Viewer, agent_id: FromPath[int], action: FromPath[str]
+) -> Template | Redirect:
+    user = signed_in(viewer)
+    form = await request.form()
+    registry = _registry(request)
+    if action == "revoke":
+        agent = await agents.revoke(db, user, agent_id)
+        await registry.disconnect(agent.pk, "this agent's token was revoked by its owner")
+        message = f"Revoked {agent.name}; it was disconnected."
+    else:
+        options: dict[str, dict[str, Any]] = {
+            "rename": {"name": form.get("name", "")},
+            "pause": {"paused": True},
+            "resume": {"paused": False},
+            "share": {"shared": True},
+            "private": {"shared": False},
+        }
+        changes = options.get(action)
+        if changes is None:
+            raise NotFound("There is nothing at this address.")
+        agent = await agents.update_agent(db, user, agent_id, **changes)
+        registry.configure(agent.pk, name=agent.name, shared=agent.shared, paused=agent.paused)
+        state = "paused" if agent.paused else "running"
+        message = f"{agent.name}: {state}, {'shared with the club' if agent.shared else 'private'}."
+    if is_htmx(request):
+        return await _render(request, db, user, block="agent_list", flash=message)
+    return Redirect("/gpus", status_code=303)
+
+
+routes = [gpu_list, gpu_live, gpu_create, gpu_action]

@@ -1,0 +1,56 @@
+"""A short-lived cache of API key checks, so the `/v1` hot path usually touches no database at all.
+
+Entries live a few seconds; revoking a key or suspending a member clears this process's cache at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from hub import tokens
+from hub.db import utcnow
+from hub.errors import InvalidApiKey
+from hub.keys import service as keys
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling `/v1`: the member and the key, as plain values."""
+
+    user_id: int
+    key_id: int
+    expires_at: datetime | None
+
+
+class KeyCache:
+    def __init__(self, ttl_seconds: float = 10.0, max_entries: int = 10_000) -> None:
+        self.ttl = ttl_seconds
+        self.max_entries = max_entries
+        self.entries: dict[str, tuple[float, Caller]] = {}
+
+    async def lookup(self, session: Callable[[], AbstractAsyncContextManager[AsyncSession]], secret: str) -> Caller:
+        digest = tokens.digest(secret)
+        hit = self.entries.get(digest)
+        now = time.monotonic()
+        if hit is not None and hit[0] > now:
+            caller = hit[1]
+            if caller.expires_at is None or caller.expires_at > utcnow():
+                return caller
+            self.entries.pop(digest, None)
+            raise InvalidApiKey("Incorrect API key provided. Create one on the hub's API keys page.")
+        async with session() as db:
+            user, key = await keys.authenticate(db, secret)
+        caller = Caller(user_id=user.pk, key_id=key.id or 0, expires_at=key.expires_at)
+        if len(self.entries) >= self.max_entries:
+            self.entries.clear()
+        self.entries[digest] = (now + self.ttl, caller)
+        return caller
+
+    def clear(self) -> None:
+        self.entries.clear()

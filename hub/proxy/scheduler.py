@@ -1,0 +1,132 @@
+"""Choosing an agent for each request, and a queue that is fair between members when all are busy.
+
+Among the agents that serve the model and admit the member, the least loaded (in flight / capacity) wins; the
+member's own agent wins ties and goes first when a slot frees. When every agent is full, requests wait in one
+queue per member and free slots are handed out round-robin across members, so one member's hundred queued
+requests do not hold back another member's one. Queues are bounded in length and in waiting time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+from hub.agents.live import Link, Registry
+from hub.errors import ModelNotFound, TooManyRequests, Unavailable
+
+
+@dataclass
+class Waiter:
+    model: str
+    user_id: int
+    exclude: frozenset[int]
+    slot: asyncio.Future[Link] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class Scheduler:
+    def __init__(self, registry: Registry, *, queue_per_member: int, wait_seconds: float) -> None:
+        self.registry = registry
+        self.queue_per_member = queue_per_member
+        self.wait_seconds = wait_seconds
+        self.queues: dict[int, deque[Waiter]] = {}
+        self.turns: deque[int] = deque()  # members with waiters, in round-robin order
+        registry.changed.append(self.dispatch)
+
+    def pick(
+        self, model: str, user_id: int, exclude: frozenset[int] = frozenset(), *, own_only: bool = False
+    ) -> Link | None:
+        best: Link | None = None
+        for link in self.registry.serving(model, user_id):
+            if link.agent_id in exclude or not link.has_room or (own_only and link.owner_id != user_id):
+                continue
+            rank = (link.load, link.owner_id != user_id, link.in_flight)
+            if best is None or rank < (best.load, best.owner_id != user_id, best.in_flight):
+                best = link
+        return best
+
+    async def acquire(self, model: str, user_id: int, exclude: frozenset[int] = frozenset()) -> Link:
+        """A slot on an agent for this request; the caller must `release` it."""
+        candidates = [link for link in self.registry.serving(model, user_id) if link.agent_id not in exclude]
+        if not candidates:
+            raise ModelNotFound(
+                f"The model '{model}' does not exist or no GPU you can use serves it right now. "
+                "GET /v1/models lists what is available."
+            )
+        if not self.queues.get(user_id) and (link := self.pick(model, user_id, exclude)):
+            link.in_flight += 1
+            return link
+        queue = self.queues.setdefault(user_id, deque())
+        if len(queue) >= self.queue_per_member:
+            raise TooManyRequests(
+                f"You already have {len(queue)} requests waiting for a GPU; wait for some to finish.", retry_after=2
+            )
+        waiter = Waiter(model, user_id, exclude)
+        queue.append(waiter)
+        if user_id not in self.turns:
+            self.turns.append(user_id)
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter.slot), timeout=self.wait_seconds)
+        except TimeoutError:
+            if waiter.slot.done() and not waiter.slot.cancelled():
+                return waiter.slot.result()  # a slot arrived just as the wait ran out: keep it
+            self._forget(waiter)
+            raise Unavailable(
+                f"Every GPU serving '{model}' is busy; no slot freed within {math.ceil(self.wait_seconds)} s.",
+                retry_after=5,
+            ) from None
+        except asyncio.CancelledError:
+            if waiter.slot.done() and not waiter.slot.cancelled():
+                self.release(waiter.slot.result())
+            self._forget(waiter)
+            raise
+
+    def release(self, link: Link) -> None:
+        link.in_flight = max(0, link.in_flight - 1)
+        self.dispatch()
+
+    def dispatch(self) -> None:
+        """Hand free slots to waiting requests: owners on their own agents first, then round-robin."""
+        self._owners_first()
+        while self.turns:
+            for _ in range(len(self.turns)):
+                user_id = self.turns[0]
+                self.turns.rotate(-1)
+                if self._serve_one(user_id):
+                    break
+            else:
+                return
+
+    def _owners_first(self) -> None:
+        for user_id in list(self.turns):
+            while self._serve_one(user_id, own_only=True):
+                pass
+
+    def _serve_one(self, user_id: int, *, own_only: bool = False) -> bool:
+        queue = self.queues.get(user_id)
+        if not queue:
+            return False
+        for waiter in list(queue):
+            link = self.pick(waiter.model, user_id, waiter.exclude, own_only=own_only)
+            if link is None:
+                continue
+            queue.remove(waiter)
+            if not queue:
+                self.queues.pop(user_id, None)
+                self.turns.remove(user_id)
+            link.in_flight += 1
+            waiter.slot.set_result(link)
+            return True
+        return False
+
+    def _forget(self, waiter: Waiter) -> None:
+        queue = self.queues.get(waiter.user_id)
+        if queue and waiter in queue:
+            queue.remove(waiter)
+            if not queue:
+                self.queues.pop(waiter.user_id, None)
+                self.turns.remove(waiter.user_id)
+
+    def waiting(self) -> int:
+        return sum(len(queue) for queue in self.queues.values())

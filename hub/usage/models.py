@@ -1,0 +1,35 @@
+"""One row per request that reached an agent: who, which key, which GPU, tokens and timings. No content."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Index
+from sqlmodel import Field, SQLModel
+
+from hub.db import utcnow
+
+
+class UsageRecord(SQLModel, table=True):
+    __tablename__ = "usage"
+    __table_args__ = (
+        Index("ix_usage_user_created", "user_id", "created_at"),
+        Index("ix_usage_agent_created", "agent_id", "created_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: str = Field(max_length=32, unique=True)
+    user_id: int = Field(foreign_key="users.id", ondelete="CASCADE")
+    key_id: int | None = Field(default=None, foreign_key="api_keys.id", ondelete="SET NULL")
+    agent_id: int | None = Field(default=None, foreign_key="agents.id", ondelete="SET NULL")
+    model: str = Field(max_length=200)
+    endpoint: str = Field(max_length=40)
+    stream: bool = False
+    status: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated: bool = False
+    ttft_ms: int | None = None
+    duration_ms: int = 0
+    error: str = Field(default="", max_length=300)
+    created_at: datetime = Field(default_factory=utcnow)
