@@ -1,0 +1,282 @@
+"""One connection to the hub: hello/welcome, heartbeat, requests forwarded upstream, cancel, drain.
+
+The agent only dials out. Each `request` becomes a task that streams the upstream's answer back as binary
+frames; when the connection goes, every task goes with it (the hub has already given up on them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from agent import __version__, protocol
+from agent.upstreams import UpstreamFailed, allowed_path, forward, requested_model
+
+if TYPE_CHECKING:
+    from agent.runner import Agent
+
+log = logging.getLogger("gpuclub.agent")
+T = TypeVar("T")
+
+WELCOME_TIMEOUT = 10.0
+DEFAULT_HEARTBEAT = 15.0
+DRAIN_TIMEOUT = 120.0
+
+TOKEN_REJECTED = "the hub rejected the agent token: create a new one on the My GPUs page"  # noqa: S105 - a message, not a secret
+REPLACED = (
+    "another connection with the same agent token took over (`gpuclub-agent doctor`, or a second machine: "
+    "give each machine its own token on the My GPUs page)"
+)
+
+
+class Rejected(Exception):
+    """The hub refused the agent in a way that retrying cannot fix."""
+
+
+def close_reason(exc: ConnectionClosed) -> str:
+    """Plain words for a closed connection; raises Rejected for a token the hub will never accept."""
+    if exc.rcvd is None:
+        return "the connection dropped"
+    if exc.rcvd.code == protocol.CLOSE_UNAUTHORIZED:
+        raise Rejected(TOKEN_REJECTED)
+    if exc.rcvd.code == protocol.CLOSE_REPLACED:
+        return REPLACED
+    reason = f": {exc.rcvd.reason}" if exc.rcvd.reason else ""
+    return f"the hub closed the connection (code {exc.rcvd.code}{reason})"
+
+
+async def first_of(work: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """The result of `work`, or None (and `work` cancelled) when `stop` is set first."""
+    working = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({working, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not working.done():
+            working.cancel()
+            await asyncio.gather(working, return_exceptions=True)
+    return working.result() if not working.cancelled() else None
+
+
+def replaced(exc: ConnectionClosed) -> bool:
+    return exc.rcvd is not None and exc.rcvd.code == protocol.CLOSE_REPLACED
+
+
+def valid_id(value: object) -> bool:
+    return isinstance(value, str) and len(value) == protocol.ID_BYTES and value.isascii() and value.isprintable()
+
+
+class _Sink:
+    """Where one request's upstream answer goes: `start`, then binary chunks."""
+
+    def __init__(self, ws: ClientConnection, request_id: str) -> None:
+        self.ws = ws
+        self.request_id = request_id
+
+    async def start(self, status: int, headers: dict[str, str]) -> None:
+        await self.ws.send(protocol.text("start", id=self.request_id, status=status, headers=headers))
+
+    async def chunk(self, data: bytes) -> None:
+        await self.ws.send(protocol.chunk(self.request_id, data))
+
+
+class Session:
+    """One open WebSocket to the hub; `run` returns why it ended."""
+
+    def __init__(self, agent: Agent, ws: ClientConnection) -> None:
+        self.agent = agent
+        self.config = agent.config
+        self.ws = ws
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.draining = False
+        self.welcomed = False
+        self.replaced = False
+
+    def closed(self, exc: ConnectionClosed) -> str:
+        # Replaced twice in a row means two machines share one token: the runner keeps backing off then.
+        self.replaced = replaced(exc)
+        return close_reason(exc)
+
+    async def send(self, kind: str, **fields: Any) -> None:
+        await self.ws.send(protocol.text(kind, **fields))
+
+    async def run(self) -> str:
+        await self.send(
+            "hello",
+            version=__version__,
+            name=self.config.name,
+            capacity=self.config.max_concurrency,
+            models=self.agent.routes.models,
+            gpus=self.agent.gpus,
+        )
+        try:
+            async with asyncio.timeout(WELCOME_TIMEOUT):
+                welcome = await first_of(self._welcome(), self.agent.stop)
+        except TimeoutError:
+            return f"the hub did not welcome the agent within {WELCOME_TIMEOUT:g} s"
+        except ConnectionClosed as exc:
+            return self.closed(exc)
+        if welcome is None:
+            return "the agent is shutting down"
+        self.welcomed = True
+        heartbeat = welcome.get("heartbeat")
+        if not isinstance(heartbeat, int | float) or heartbeat <= 0:
+            heartbeat = DEFAULT_HEARTBEAT
+        log.info(
+            "connected to the hub at %s as %r (agent %s): %d model(s), capacity %d",
+            self.config.hub,
+            welcome.get("name", self.config.name),
+            welcome.get("agent_id", "?"),
+            len(self.agent.routes.models),
+            self.config.max_concurrency,
+        )
+        receiving = asyncio.create_task(self._receive(3 * float(heartbeat)))
+        refreshing = asyncio.create_task(self._refresh())
+        stopping = asyncio.create_task(self.agent.stop.wait())
+        try:
+            await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if receiving.done():
+                return receiving.result()
+            await self._drain(receiving)
+            return "the agent is shutting down"
+        finally:
+            leftovers = [receiving, refreshing, stopping, *self.tasks.values()]
+            for task in leftovers:
+                task.cancel()
+            await asyncio.gather(*leftovers, return_exceptions=True)
+
+    async def _welcome(self) -> dict[str, Any]:
+        while True:
+            frame = await self.ws.recv()
+            if not isinstance(frame, str):
+                continue
+            try:
+                message = protocol.parse(frame)
+            except ValueError:
+                continue
+            if message["type"] == "welcome":
+                return message
+            if message["type"] == "ping":
+                await self.send("pong", t=message.get("t"))
+            elif message["type"] == "error":
+                log.warning("the hub says: %s", message.get("message"))
+
+    async def _receive(self, silence: float) -> str:
+        """Handle frames until the connection ends; silence for `silence` seconds means it is dead."""
+        while True:
+            try:
+                async with asyncio.timeout(silence):
+                    frame = await self.ws.recv()
+            except TimeoutError:
+                return f"nothing heard from the hub for {silence:g} s"
+            except ConnectionClosed as exc:
+                return self.closed(exc)
+            if not isinstance(frame, str):
+                continue  # the hub sends no binary frames in this version of the protocol
+            try:
+                message = protocol.parse(frame)
+            except ValueError:
+                log.warning("ignored a frame from the hub that is not a control message")
+                continue
+            try:
+                await self._handle(message)
+            except ConnectionClosed as exc:
+                return self.closed(exc)
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "ping":
+            await self.send("pong", t=message.get("t"))
+        elif kind == "request":
+            await self._accept(message)
+        elif kind == "cancel":
+            task = self.tasks.pop(str(message.get("id")), None)
+            if task is not None:
+                task.cancel()  # leaving `client.stream` closes the upstream connection at once
+                await self.send("end", id=message["id"], error="cancelled")
+        elif kind == "error":
+            log.warning("the hub says: %s", message.get("message"))
+        # Anything else (a newer hub's message) is ignored on purpose.
+
+    async def _accept(self, message: dict[str, Any]) -> None:
+        request_id, path, body = message.get("id"), message.get("path"), message.get("body")
+        if not valid_id(request_id):
+            log.warning("ignored a request with a malformed id")
+            return
+        assert isinstance(request_id, str)
+        if request_id in self.tasks:
+            log.warning("ignored a second request with id %s", request_id)
+            return
+        problem: str | None = None
+        upstream: str | None = None
+        if self.draining:
+            problem = "draining"
+        elif not isinstance(path, str) or not isinstance(body, str) or not allowed_path(path):
+            problem = "the agent forwards only POST requests to /v1/ paths with a JSON body"
+        elif (model := requested_model(body)) is None:
+            problem = "the request body names no model"
+        elif (upstream := self.agent.routes.upstream_for(model)) is None:
+            problem = f"the model {model!r} is not served by this agent"
+        elif len(self.tasks) >= self.config.max_concurrency:
+            problem = "busy"
+        if problem is not None or upstream is None:
+            await self.send("end", id=request_id, error=problem)
+            return
+        assert isinstance(path, str) and isinstance(body, str)
+        self.tasks[request_id] = asyncio.create_task(self._serve(request_id, upstream, path, body))
+
+    async def _serve(self, request_id: str, upstream: str, path: str, body: str) -> None:
+        error: str | None = None
+        try:
+            try:
+                await forward(
+                    self.agent.client, upstream, path, body, self.config.upstream_key, _Sink(self.ws, request_id)
+                )
+            except UpstreamFailed as exc:
+                error = str(exc)
+                log.warning("request %s: %s", request_id[:8], error)
+            except Exception:  # one request's bug must not take the connection down
+                log.exception("request %s failed inside the agent", request_id[:8])
+                error = "the agent failed while forwarding the request"
+            await self.send("end", id=request_id, error=error)
+        except ConnectionClosed:
+            pass  # the session notices and ends; the hub has given up on this request
+        finally:
+            if self.tasks.get(request_id) is asyncio.current_task():
+                del self.tasks[request_id]
+
+    async def _refresh(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.refresh)
+            if await self.agent.refresh_models():
+                with suppress(ConnectionClosed):
+                    await self.send("models", models=self.agent.routes.models)
+                    log.info("models changed, told the hub: %s", ", ".join(self.agent.routes.models) or "none")
+
+    async def _drain(self, receiving: asyncio.Task[str]) -> None:
+        """Take nothing new and finish what is in flight, while still answering pings and cancels."""
+        self.draining = True
+        log.info("draining: finishing %d request(s) in flight", len(self.tasks))
+        with suppress(ConnectionClosed):
+            await self.send("draining")
+        forced = asyncio.create_task(self.agent.force.wait())
+        deadline = asyncio.get_running_loop().time() + DRAIN_TIMEOUT
+        try:
+            while self.tasks and not receiving.done() and not forced.done():
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    log.warning("gave up on %d request(s) after %g s", len(self.tasks), DRAIN_TIMEOUT)
+                    break
+                waiting = {*self.tasks.values(), receiving, forced}
+                await asyncio.wait(waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            forced.cancel()
+        with suppress(ConnectionClosed):
+            await self.ws.close(1000, "agent shutting down")
