@@ -71,13 +71,15 @@ class Link:
     version: str = ""
     gpus: list[dict[str, Any]] = field(default_factory=list)
     in_flight: int = 0
+    ready: bool = False
+    closed_because: str = ""
     draining: bool = False
     connected_at: float = field(default_factory=time.monotonic)
     last_frame_at: float = field(default_factory=time.monotonic)
     exchanges: dict[str, Exchange] = field(default_factory=dict)
 
     def admits(self, user_id: int) -> bool:
-        return not self.paused and not self.draining and (self.shared or self.owner_id == user_id)
+        return self.ready and not self.paused and not self.draining and (self.shared or self.owner_id == user_id)
 
     @property
     def load(self) -> float:
@@ -98,11 +100,12 @@ class Link:
         return exchange
 
     async def cancel(self, request_id: str) -> None:
-        if self.exchanges.pop(request_id, None) is not None:
-            try:
-                await self.send(protocol.text("cancel", id=request_id))
-            except Exception:  # noqa: BLE001 - the tunnel is gone; nothing left to cancel
-                return
+        """Tell the agent to stop the upstream request (an unknown or finished id is ignored there)."""
+        self.exchanges.pop(request_id, None)
+        try:
+            await self.send(protocol.text("cancel", id=request_id))
+        except Exception:  # noqa: BLE001 - the tunnel is gone; nothing left to cancel
+            return
 
     def finish(self, request_id: str) -> None:
         self.exchanges.pop(request_id, None)
@@ -167,7 +170,7 @@ class Registry:
     def club_models(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for link in self.links.values():
-            if link.shared and not link.paused and not link.draining:
+            if link.ready and link.shared and not link.paused and not link.draining:
                 for model in link.models:
                     counts[model] = counts.get(model, 0) + 1
         return dict(sorted(counts.items()))

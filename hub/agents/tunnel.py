@@ -64,24 +64,34 @@ async def tunnel(socket: WebSocket[Any, Any, Any]) -> None:
         with contextlib.suppress(Exception):
             await socket.close(code=code, reason=reason)
 
+    capacity = int(hello.get("capacity") or 0) if isinstance(hello.get("capacity"), int) else 0
+    if capacity <= 0:
+        # `gpuclub-agent doctor` checks the token with capacity 0: answer, but do not replace the running agent.
+        welcome = protocol.text("welcome", agent_id=agent.pk, name=agent.name, heartbeat=settings.agent_heartbeat)
+        await socket.send_text(welcome)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(socket.receive(), timeout=HELLO_SECONDS)
+        return
     link = Link(
         agent_id=agent.pk,
         owner_id=owner.pk,
         name=agent.name,
         shared=agent.shared,
         paused=agent.paused,
-        capacity=max(1, min(int(hello.get("capacity") or 1), 1024)),
+        capacity=min(capacity, 1024),
         models=_models(hello),
         send=send,
         close=close,
         version=str(hello.get("version", ""))[:40],
         gpus=[g for g in hello.get("gpus", []) if isinstance(g, dict)][:16],
     )
-    await send(protocol.text("welcome", agent_id=agent.pk, name=agent.name, heartbeat=settings.agent_heartbeat))
-    older = registry.add(link)
+    older = registry.add(link)  # not ready yet: nothing is routed to it before the agent is welcomed
     if older is not None:
         older.fail_all("the agent reconnected")
         await older.close(protocol.CLOSE_REPLACED, "replaced by a newer connection")
+    await send(protocol.text("welcome", agent_id=agent.pk, name=agent.name, heartbeat=settings.agent_heartbeat))
+    link.ready = True
+    registry.notify()
     log.info("agent %s (%s) connected with %d models", agent.pk, agent.name, len(link.models))
     async with database.session() as db:
         await agents.seen(db, agent.pk, version=link.version)
@@ -92,6 +102,7 @@ async def tunnel(socket: WebSocket[Any, Any, Any]) -> None:
         reason = await _read(socket, link, registry)
     finally:
         heartbeat.cancel()
+        reason = link.closed_because or reason
         registry.remove(link)
         link.fail_all(reason)
         with contextlib.suppress(Exception):
@@ -146,8 +157,9 @@ async def _heartbeat(link: Link, registry: Registry, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         if time.monotonic() - link.last_frame_at > 3 * interval:
+            link.closed_because = "the agent stopped answering"
             registry.remove(link)
-            link.fail_all("the agent stopped answering")
+            link.fail_all(link.closed_because)
             await link.close(1011, "heartbeat timeout")
             return
         try:

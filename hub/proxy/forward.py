@@ -10,9 +10,9 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from litestar import Response
 from litestar.response import Stream
@@ -20,7 +20,7 @@ from litestar.response import Stream
 from hub.agents.live import AgentLost, Exchange, Link
 from hub.background import Background
 from hub.db import Database
-from hub.errors import UpstreamFailed
+from hub.errors import HubError, UpstreamFailed
 from hub.keys.cache import Caller
 from hub.metrics import Metrics
 from hub.proxy.meter import Counts, StreamMeter, counts_of_answer
@@ -29,6 +29,7 @@ from hub.usage import service as usage
 from hub.usage.models import UsageRecord
 
 PASS_HEADERS = ("content-type",)
+T = TypeVar("T")
 
 
 @dataclass
@@ -64,8 +65,16 @@ class Proxy:
     metrics: Metrics
     upstream_timeout: float
 
-    async def handle(self, call: Call) -> Response[Any]:
-        link, exchange, status, headers = await self._first_answer(call)
+    async def handle(self, call: Call, gone: Coroutine[Any, Any, None]) -> Response[Any]:
+        """Answer `call`; `gone` finishes when the client disconnects, which cancels the work at the upstream."""
+        watcher = asyncio.ensure_future(gone)
+        try:
+            return await self._answer(call, watcher)
+        finally:
+            watcher.cancel()
+
+    async def _answer(self, call: Call, gone: asyncio.Future[None]) -> Response[Any]:
+        link, exchange, status, headers = await _unless(gone, self._first_answer(call))
         answered = time.monotonic()
         media_type = headers.get("content-type", "application/json")
         if call.stream and status == 200 and media_type.startswith("text/event-stream"):
@@ -76,7 +85,11 @@ class Proxy:
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         try:
-            body = await asyncio.wait_for(exchange.body(), timeout=self.upstream_timeout)
+            body = await _unless(gone, asyncio.wait_for(exchange.body(), timeout=self.upstream_timeout))
+        except ClientGone:
+            self.background.spawn(link.cancel(exchange.id))
+            self._done(call, link, exchange.id, 499, Counts(), error="the client went away")
+            raise
         except (AgentLost, TimeoutError) as exc:
             self._done(call, link, exchange.id, 502, Counts(), error=str(exc) or "timed out")
             raise UpstreamFailed(f"The GPU's server stopped answering: {exc or 'timed out'}.") from None
@@ -109,7 +122,7 @@ class Proxy:
                 raise UpstreamFailed(f"The GPU serving '{call.model}' failed before answering: {message}.") from None
             except asyncio.CancelledError:
                 self.background.spawn(link.cancel(request_id))
-                self.scheduler.release(link)
+                self._done(call, link, request_id, 499, Counts(), error="the client went away")
                 raise
             if status >= 500 and len(tried) < 1 and self._another(call, tried | {link.agent_id}):
                 self.background.spawn(link.cancel(request_id))
@@ -195,6 +208,24 @@ class Proxy:
     async def _write(self, entry: UsageRecord) -> None:
         async with self.database.session() as db:
             await usage.record(db, entry)
+
+
+class ClientGone(HubError):
+    """The client disconnected; nobody is left to read an answer."""
+
+    status_code = 499
+
+
+async def _unless(gone: asyncio.Future[None], work: Coroutine[Any, Any, T]) -> T:
+    """Run `work` unless the client goes away first; then cancel it and raise ClientGone."""
+    task = asyncio.ensure_future(work)
+    racing: set[asyncio.Future[Any]] = {task, gone}
+    await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        return task.result()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    raise ClientGone("the client went away")
 
 
 def _error_event(message: str) -> bytes:

@@ -64,7 +64,13 @@ async def generate(request: Request[Any, Any, Any]) -> Response[Any]:
     caller = await api_caller(request)
     body, raw = await json_body(request)
     proxy: Proxy = request.app.state.proxy
-    return await proxy.handle(Call.build(caller, request.url.path, body, raw))
+    return await proxy.handle(Call.build(caller, request.url.path, body, raw), _disconnected(request))
+
+
+async def _disconnected(request: Request[Any, Any, Any]) -> None:
+    """Finishes when the client hangs up (the body has been read, so the next message can only be that)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 routes = [list_models, generate]

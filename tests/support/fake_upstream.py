@@ -5,7 +5,8 @@
 prints `FAKE READY <port>` once listening (`--port 0` picks a free port). Answers are deterministic: the reply is
 "tok0 tok1 …" with as many tokens as `max_tokens` (default 8); prompt_tokens counts whitespace-separated words.
 
-Quirks: models-both, models-only (shape of /v1/models), no-done, no-usage, any-model, require-key=KEY.
+Quirks: models-both, models-only (shape of /v1/models), no-done, no-usage, any-model, require-key=KEY,
+stall (accepts every request and never answers, like a wedged GPU server).
 Per request, a body field `"fake": {...}` steers it: first_byte_delay, chunk_delay (seconds), status (answer with
 that HTTP status and an OpenAI error), die_after_chunks (drop the connection after N chunks), hang (never answer).
 GET /fake/stats → {requests, in_flight, cancelled, completed, model_listings, last_body}; with a query such as
@@ -185,7 +186,8 @@ class FakeUpstream:
         if not isinstance(body, dict):
             return _error(400, "The body must be a JSON object.", "invalid_request_error", None)
         fake = body.get("fake")
-        controls: dict[str, Any] = fake if isinstance(fake, dict) else {}
+        controls: dict[str, Any] = {"hang": True} if "stall" in self.quirks else {}
+        controls.update(fake if isinstance(fake, dict) else {})
         model = body.get("model")
         if not isinstance(model, str):
             answer = _error(400, "you must provide a model parameter", "invalid_request_error", None)

@@ -30,10 +30,15 @@ class Running:
     lines: queue.Queue[str | None]
     output: list[str] = field(default_factory=list)
 
-    def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
+    def mark(self) -> int:
+        """A position in the output, for `wait_for(..., since=mark)`: only lines printed after it count."""
+        self.drain()
+        return len(self.output)
+
+    def wait_for(self, pattern: str, timeout: float = 30.0, *, since: int = 0) -> re.Match[str]:
         """Block until a line matches `pattern`; the line arrives through the pipe, no polling."""
         regex = re.compile(pattern)
-        for line in self.output:
+        for line in self.output[since:]:
             if match := regex.search(line):
                 return match
         while True:

@@ -1,0 +1,32 @@
+"""The proxy is tested end to end: hub, agents and upstreams are real processes; the client is the openai SDK."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.support.hub import LiveHub, hub_env, live_hub
+from tests.support.processes import free_port
+
+
+@contextmanager
+def proxy_hub(data_dir: Path, **extra: str) -> Iterator[LiveHub]:
+    """A hub process with quick heartbeats and short queues, so failures show within a test's patience."""
+    quick = {"GPUCLUB_AGENT_HEARTBEAT": "0.5", "GPUCLUB_QUEUE_WAIT_SECONDS": "5", "GPUCLUB_UPSTREAM_TIMEOUT": "20"}
+    env = hub_env(data_dir, port=free_port(), **(quick | extra))
+    with live_hub(env) as running:
+        yield running
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[LiveHub]:
+    """A fresh hub for tests that break things."""
+    with proxy_hub(tmp_path / "hub") as running:
+        yield running
+
+
+def database_of(hub: LiveHub) -> Path:
+    return Path(hub.env["GPUCLUB_DATA_DIR"]) / "gpuclub.db"
