@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HTMX := static/vendor/htmx.min.js
 OIDC := tests/node_modules/.package-lock.json
 
-.PHONY: run setup test lint fmt migrate clean
+.PHONY: run setup test lint fmt migrate demo clean
 
 run: setup
 	$(BIN)/gpuclub migrate
@@ -38,6 +38,9 @@ lint: setup
 fmt: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+demo: setup
+	$(BIN)/python -m tests.support.demo
 
 migrate: setup
 	$(BIN)/gpuclub migrate
