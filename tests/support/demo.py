@@ -78,10 +78,7 @@ gpuclub demo is running: a hub, a demo model server and one agent sharing it.
 Press Ctrl+C to stop.""",
                 flush=True,
             )
-            try:
-                signal.sigwait({signal.SIGINT, signal.SIGTERM})
-            except KeyboardInterrupt:
-                pass
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})  # blocked below, so they arrive here, not as exceptions
     print("demo stopped")
 
 
