@@ -17,12 +17,14 @@ from hub.agents import views as gpus
 from hub.agents.live import Registry
 from hub.background import Background
 from hub.db import Database
+from hub.housekeeping import Housekeeping
 from hub.invitations import views as invitations
 from hub.keys import views as keys
 from hub.keys.cache import KeyCache
 from hub.metrics import Metrics
 from hub.pages import views as pages
 from hub.proxy import views as proxy
+from hub.proxy.admission import Admission
 from hub.proxy.forward import Proxy
 from hub.proxy.scheduler import Scheduler
 from hub.settings import Settings
@@ -45,7 +47,11 @@ def create_app(settings: Settings, database: Database | None = None) -> Litestar
         in_flight=lambda: sum(link.in_flight for link in registry.links.values()),
     )
 
+    admission = Admission(db, background, hold_seconds=settings.queue_wait_seconds + settings.upstream_timeout + 60)
+    housekeeping = Housekeeping(db)
+
     async def shutdown() -> None:
+        await housekeeping.stop()
         await background.drain()
         await db.dispose()
 
@@ -72,7 +78,8 @@ def create_app(settings: Settings, database: Database | None = None) -> Litestar
                 "key_cache": KeyCache(),
                 "metrics": metrics,
                 "background": background,
-                "proxy": Proxy(scheduler, db, background, metrics, settings.upstream_timeout),
+                "proxy": Proxy(scheduler, admission, background, metrics, settings.upstream_timeout),
+                "admission": admission,
             }
         ),
         template_config=TemplateConfig(directory=settings.templates_dir, engine=JinjaTemplateEngine),
@@ -84,6 +91,7 @@ def create_app(settings: Settings, database: Database | None = None) -> Litestar
             exclude=["/v1/", "/healthz", "/agent/"],
         ),
         exception_handlers={Exception: handle},
+        on_startup=[housekeeping.start],
         on_shutdown=[shutdown],
         request_max_body_size=settings.max_body_bytes + 1024,
         openapi_config=None,

@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from hub.accounts import service as accounts
 from hub.accounts.models import Role
 from hub.agents import service as agents
+from hub.cli_credits import add_commands
 from hub.db import Database
 from hub.errors import HubError
 from hub.invitations import service as invitations
@@ -162,6 +163,8 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("email")
     token.add_argument("--name", required=True, help="the GPU machine's name, e.g. desk-4090")
     token.set_defaults(func=cmd_agent_token_create)
+
+    add_commands(commands, _run)
 
     invite = commands.add_parser("invite", help="manage invitations").add_subparsers(dest="action", required=True)
     new = invite.add_parser("create", help="create an invitation and print its URL")

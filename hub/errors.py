@@ -13,7 +13,8 @@
      ├── NotFound               404
      │    └── ModelNotFound     404 on /v1
      ├── Conflict               409
-     ├── TooManyRequests        429 with Retry-After (queue full, later: quotas)
+     ├── InsufficientCredits    402 insufficient_quota: the balance cannot cover the request's hold
+     ├── TooManyRequests        429 with Retry-After (queue full, quotas)
      ├── Unavailable            503 with Retry-After (no free GPU in time)
      └── UpstreamFailed         502 (the member's server failed or timed out)
 
@@ -33,6 +34,7 @@ class HubError(Exception):
     def __init__(self, message: str = "") -> None:
         super().__init__(message or self.title)
         self.message = message or self.title
+        self.headers: dict[str, str] = {}
 
 
 class ConfigError(HubError):
@@ -91,6 +93,13 @@ class NotFound(HubError):
 
 class ModelNotFound(NotFound):
     code = "model_not_found"
+
+
+class InsufficientCredits(HubError):
+    status_code = 402
+    openai_type = "insufficient_quota"
+    code = "insufficient_quota"
+    title = "Not enough credits"
 
 
 class TooManyRequests(HubError):

@@ -7,18 +7,28 @@ from hub.agents.models import Agent
 from hub.club.models import ClubSetting
 from hub.invitations.models import DomainRule, Invitation
 from hub.keys.models import ApiKey
+from hub.ledger.models import Account, Entry, Hold, LedgerTransaction
+from hub.pricing.models import Price
+from hub.quotas.models import KeyPolicy, MemberPolicy
 from hub.usage.models import UsageRecord
 
 metadata = SQLModel.metadata
 
 __all__ = [
+    "Account",
     "Agent",
     "ApiKey",
     "ClubSetting",
     "DomainRule",
+    "Entry",
+    "Hold",
     "Identity",
     "Invitation",
+    "KeyPolicy",
+    "LedgerTransaction",
     "LoginLink",
+    "MemberPolicy",
+    "Price",
     "UsageRecord",
     "User",
     "WebSession",

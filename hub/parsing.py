@@ -56,3 +56,27 @@ def clean_text(text: str, *, what: str, max_length: int, required: bool = False)
     if len(value) > max_length:
         raise BadRequest(f"The {what} must be at most {max_length} characters.")
     return value
+
+
+_CREDITS = re.compile(r"^\s*(\d{1,12})(?:\.(\d{1,6}))?\s*$")
+
+
+def parse_credits(text: str | int, *, what: str = "amount", allow_zero: bool = False) -> int:
+    """Credits as typed ("10", "2.5", up to 6 decimals) to micro-credits; never a float on the way."""
+    match = _CREDITS.match(str(text))
+    if match is None:
+        raise BadRequest(f"The {what} must be a number of credits such as 10 or 2.5, got {str(text).strip()!r}.")
+    micro = int(match.group(1)) * 1_000_000 + int((match.group(2) or "").ljust(6, "0"))
+    if micro == 0 and not allow_zero:
+        raise BadRequest(f"The {what} must be more than zero.")
+    if micro > 1_000_000_000 * 1_000_000:
+        raise BadRequest(f"The {what} must be at most 1,000,000,000 credits.")
+    return micro
+
+
+def format_credits(micro: int) -> str:
+    """Micro-credits for people: 12.5, 0.000125, -3."""
+    sign = "-" if micro < 0 else ""
+    whole, fraction = divmod(abs(micro), 1_000_000)
+    text = f"{whole:,}" + (f".{fraction:06d}".rstrip("0") if fraction else "")
+    return sign + text

@@ -19,13 +19,12 @@ from litestar.response import Stream
 
 from hub.agents.live import AgentLost, Exchange, Link
 from hub.background import Background
-from hub.db import Database
 from hub.errors import HubError, UpstreamFailed
 from hub.keys.cache import Caller
 from hub.metrics import Metrics
+from hub.proxy.admission import Admission, Pass
 from hub.proxy.meter import Counts, StreamMeter, counts_of_answer
 from hub.proxy.scheduler import Scheduler
-from hub.usage import service as usage
 from hub.usage.models import UsageRecord
 
 PASS_HEADERS = ("content-type",)
@@ -44,6 +43,7 @@ class Call:
     stream: bool
     wants_usage: bool
     arrived: float = field(default_factory=time.monotonic)
+    admitted: Pass | None = None
 
     @classmethod
     def build(cls, caller: Caller, path: str, body: dict[str, Any], raw: str) -> Call:
@@ -60,7 +60,7 @@ class Call:
 @dataclass
 class Proxy:
     scheduler: Scheduler
-    database: Database
+    admission: Admission
     background: Background
     metrics: Metrics
     upstream_timeout: float
@@ -69,7 +69,25 @@ class Proxy:
         """Answer `call`; `gone` finishes when the client disconnects, which cancels the work at the upstream."""
         watcher = asyncio.ensure_future(gone)
         try:
-            return await self._answer(call, watcher)
+            serving = self.scheduler.serving(call.model, call.caller.user_id)
+            if not serving:
+                raise self.scheduler.unknown(call.model)  # before any hold: bad input never touches credits
+            call.admitted = admitted = await self.admission.admit(
+                call_id=uuid.uuid4().hex,
+                user_id=call.caller.user_id,
+                key_id=call.caller.key_id,
+                model=call.model,
+                body=call.body,
+                path=call.path,
+                owns_agent_for_model=any(link.owner_id == call.caller.user_id for link in serving),
+            )
+            try:
+                response = await self._answer(call, watcher)
+            except BaseException:
+                self.admission.finish(admitted, provider_id=None, counts=Counts(), delivered=False, usage=None)
+                raise
+            response.headers.update(admitted.ticket.headers)
+            return response
         finally:
             watcher.cancel()
 
@@ -106,7 +124,8 @@ class Proxy:
         """Route, send, and wait for the status line; one retry elsewhere before the client sees anything."""
         tried: frozenset[int] = frozenset()
         while True:
-            link = await self.scheduler.acquire(call.model, call.caller.user_id, tried)
+            own_only = call.admitted is not None and call.admitted.own_only
+            link = await self.scheduler.acquire(call.model, call.caller.user_id, tried, own_only=own_only)
             request_id = uuid.uuid4().hex
             try:
                 exchange = await link.open(request_id, call.path, call.raw)
@@ -175,7 +194,7 @@ class Proxy:
         error: str = "",
         first: float | None = None,
     ) -> None:
-        """Free the slot and record the request; the database write happens in the background."""
+        """Free the slot, settle the credits and record the request; database writes happen in the background."""
         self.scheduler.release(link)
         now = time.monotonic()
         ttft = first - call.arrived if first is not None else None
@@ -203,11 +222,12 @@ class Proxy:
             duration_ms=round((now - call.arrived) * 1000),
             error=error[:300],
         )
-        self.background.spawn(self._write(entry))
-
-    async def _write(self, entry: UsageRecord) -> None:
-        async with self.database.session() as db:
-            await usage.record(db, entry)
+        # What reached the client is charged: a whole answer, or the part of a stream that got through.
+        delivered = status < 400 or (call.stream and first is not None)
+        if call.admitted is not None:
+            self.admission.finish(
+                call.admitted, provider_id=link.owner_id, counts=counts, delivered=delivered, usage=entry
+            )
 
 
 class ClientGone(HubError):

@@ -22,6 +22,7 @@ class Waiter:
     model: str
     user_id: int
     exclude: frozenset[int]
+    own_only: bool
     slot: asyncio.Future[Link] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -46,15 +47,28 @@ class Scheduler:
                 best = link
         return best
 
-    async def acquire(self, model: str, user_id: int, exclude: frozenset[int] = frozenset()) -> Link:
-        """A slot on an agent for this request; the caller must `release` it."""
-        candidates = [link for link in self.registry.serving(model, user_id) if link.agent_id not in exclude]
+    def serving(self, model: str, user_id: int) -> list[Link]:
+        return self.registry.serving(model, user_id)
+
+    @staticmethod
+    def unknown(model: str) -> ModelNotFound:
+        return ModelNotFound(
+            f"The model '{model}' does not exist or no GPU you can use serves it right now. "
+            "GET /v1/models lists what is available."
+        )
+
+    async def acquire(
+        self, model: str, user_id: int, exclude: frozenset[int] = frozenset(), *, own_only: bool = False
+    ) -> Link:
+        """A slot on an agent for this request (only the member's own agents if `own_only`); `release` it after."""
+        candidates = [
+            link
+            for link in self.registry.serving(model, user_id)
+            if link.agent_id not in exclude and (link.owner_id == user_id or not own_only)
+        ]
         if not candidates:
-            raise ModelNotFound(
-                f"The model '{model}' does not exist or no GPU you can use serves it right now. "
-                "GET /v1/models lists what is available."
-            )
-        if not self.queues.get(user_id) and (link := self.pick(model, user_id, exclude)):
+            raise self.unknown(model)
+        if not self.queues.get(user_id) and (link := self.pick(model, user_id, exclude, own_only=own_only)):
             link.in_flight += 1
             return link
         queue = self.queues.setdefault(user_id, deque())
@@ -62,7 +76,7 @@ class Scheduler:
             raise TooManyRequests(
                 f"You already have {len(queue)} requests waiting for a GPU; wait for some to finish.", retry_after=2
             )
-        waiter = Waiter(model, user_id, exclude)
+        waiter = Waiter(model, user_id, exclude, own_only)
         queue.append(waiter)
         if user_id not in self.turns:
             self.turns.append(user_id)
@@ -108,7 +122,7 @@ class Scheduler:
         if not queue:
             return False
         for waiter in list(queue):
-            link = self.pick(waiter.model, user_id, waiter.exclude, own_only=own_only)
+            link = self.pick(waiter.model, user_id, waiter.exclude, own_only=own_only or waiter.own_only)
             if link is None:
                 continue
             queue.remove(waiter)

@@ -19,7 +19,7 @@ log = logging.getLogger("gpuclub")
 def openai_envelope(error: HubError) -> Response[Any]:
     body = {"error": {"message": error.message, "type": error.openai_type, "param": None, "code": error.code}}
     retry_after = getattr(error, "retry_after", None)
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    headers = dict(error.headers) | ({"Retry-After": str(retry_after)} if retry_after is not None else {})
     return Response(body, status_code=error.status_code, media_type=MediaType.JSON, headers=headers)
 
 

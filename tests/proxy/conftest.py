@@ -15,7 +15,7 @@ from tests.support.processes import free_port
 @contextmanager
 def proxy_hub(data_dir: Path, **extra: str) -> Iterator[LiveHub]:
     """A hub process with quick heartbeats and short queues, so failures show within a test's patience."""
-    quick = {"GPUCLUB_AGENT_HEARTBEAT": "0.5", "GPUCLUB_QUEUE_WAIT_SECONDS": "5", "GPUCLUB_UPSTREAM_TIMEOUT": "20"}
+    quick = {"GPUCLUB_AGENT_HEARTBEAT": "0.5", "GPUCLUB_QUEUE_WAIT_SECONDS": "30", "GPUCLUB_UPSTREAM_TIMEOUT": "20"}
     env = hub_env(data_dir, port=free_port(), **(quick | extra))
     with live_hub(env) as running:
         yield running

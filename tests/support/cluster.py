@@ -6,14 +6,15 @@ import asyncio
 import os
 import re
 import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.accounts import service as accounts
 from hub.accounts.models import Role
@@ -25,6 +26,7 @@ from tests.support.hub import LiveHub
 from tests.support.processes import Running, run
 
 AGENT = str(Path(sys.executable).parent / "gpuclub-agent")
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -76,14 +78,24 @@ def agent_token(hub: LiveHub, email: str, name: str) -> str:
 
 @contextmanager
 def agent_process(
-    hub: LiveHub, token: str, *upstreams: str, capacity: int = 8, name: str = "gpu", wait: bool = True
+    hub: LiveHub,
+    token: str,
+    *upstreams: str,
+    capacity: int = 8,
+    name: str = "gpu",
+    wait: bool = True,
+    extra: Sequence[str] = (),
 ) -> Iterator[Running]:
-    """Run `gpuclub-agent` as a GPU owner would; by default wait until the hub has welcomed it."""
+    """Run `gpuclub-agent` as a GPU owner would; by default wait until the hub has welcomed it.
+
+    `extra` are further command-line flags, e.g. `("--refresh", "1")`.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCLUB_")}
     env["GPUCLUB_AGENT_TOKEN"] = token
     command = [AGENT, "--hub", hub.url, "--max-concurrency", str(capacity), "--name", name]
     for upstream in upstreams:
         command += ["--upstream", upstream]
+    command += extra
     with run(command, env=env, cwd=ROOT) as process:
         if wait:
             process.wait_for(r"connected to the hub")
@@ -135,3 +147,18 @@ def submit(browser: httpx.Client, page: str, action: str, data: dict[str, str] |
     token = re.search(r'name="_csrf_token" value="([^"]+)"', browser.get(page).text)
     assert token, f"{page} has no form"
     return browser.post(action, data={"_csrf_token": token.group(1), **(data or {})})
+
+
+def provision(hub: LiveHub, work: Callable[[AsyncSession], Coroutine[Any, Any, T]]) -> T:
+    """Run `work` with a session on the hub's own database, as an operator's script would."""
+
+    async def session() -> T:
+        database = Database(_database_url(hub))
+        try:
+            async with database.session() as db:
+                return await work(db)
+        finally:
+            await database.dispose()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, session()).result()

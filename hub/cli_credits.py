@@ -1,0 +1,134 @@
+"""`gpuclub` commands for money and limits: prices, the club fee, quotas, credits and the ledger check."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from hub.accounts import service as accounts
+from hub.errors import HubError
+from hub.ledger import service as ledger
+from hub.ledger.grants import grant
+from hub.parsing import format_credits, parse_count, parse_credits
+from hub.pricing import service as pricing
+from hub.quotas import service as quotas
+from hub.settings import Settings
+
+Runner = Any  # hub.cli._run: (settings, job) -> str
+
+
+def cmd_price_set(run: Runner, settings: Settings, args: argparse.Namespace) -> str:
+    input_micro = parse_credits(args.input, what="input price", allow_zero=True)
+    output_micro = parse_credits(args.output, what="output price", allow_zero=True)
+
+    async def job(db: Any) -> str:
+        price = await pricing.set_price(db, None, args.model, input_micro=input_micro, output_micro=output_micro)
+        return (
+            f"{price.model}: {format_credits(price.input_per_million)} in, "
+            f"{format_credits(price.output_per_million)} out (credits per million tokens)"
+        )
+
+    return str(run(settings, job))
+
+
+def cmd_fee_set(run: Runner, settings: Settings, args: argparse.Namespace) -> str:
+    bps = pricing.parse_percent(args.percent)
+
+    async def job(db: Any) -> str:
+        await pricing.set_fee(db, None, bps)
+        return f"club fee: {bps / 100:g}%"
+
+    return str(run(settings, job))
+
+
+def cmd_quota_set(run: Runner, settings: Settings, args: argparse.Namespace) -> str:
+    values = {
+        name: parse_count(value, what=name.replace("_", " "), high=1_000_000_000)
+        for name, value in (
+            ("rpm", args.rpm),
+            ("tokens_per_day", args.tokens_per_day),
+            ("concurrency", args.concurrency),
+        )
+        if value is not None
+    }
+    if not values:
+        raise HubError("give at least one of --rpm, --tokens-per-day, --concurrency")
+
+    async def job(db: Any) -> str:
+        user = await accounts.get_member(db, args.email)
+        policy = await quotas.set_member_limits(db, None, user, **values)
+        shown = ", ".join(f"{name}={getattr(policy, name)}" for name in quotas.FIELDS if getattr(policy, name))
+        return f"{user.email}: {shown}"
+
+    return str(run(settings, job))
+
+
+def cmd_credits_grant(run: Runner, settings: Settings, args: argparse.Namespace) -> str:
+    amount = parse_credits(args.amount)
+
+    async def job(db: Any) -> str:
+        user = await accounts.get_member(db, args.email)
+        await grant(db, None, user, amount, reason=args.reason or "granted from the command line")
+        return format_credits((await ledger.balance_of(db, user.pk)).balance)
+
+    return str(run(settings, job))
+
+
+def cmd_credits_balance(run: Runner, settings: Settings, args: argparse.Namespace) -> str:
+    async def job(db: Any) -> str:
+        user = await accounts.get_member(db, args.email)
+        return format_credits((await ledger.balance_of(db, user.pk)).balance)
+
+    return str(run(settings, job))
+
+
+def cmd_ledger_check(run: Runner, settings: Settings, _args: argparse.Namespace) -> str:
+    async def job(db: Any) -> str:
+        problems = await ledger.check(db)
+        if problems:
+            raise HubError(f"the ledger has {len(problems)} problem(s): " + "; ".join(problems))
+        return "ledger OK: every transaction balances, cached balances and holds match"
+
+    return str(run(settings, job))
+
+
+def add_commands(commands: Any, run: Runner) -> None:
+    """Register these commands on the top-level parser's subcommands."""
+
+    def bind(func: Any) -> Any:
+        return lambda settings, args: func(run, settings, args)
+
+    price = commands.add_parser("price", help="set model prices").add_subparsers(dest="action", required=True)
+    setter = price.add_parser("set", help="set a model's price in credits per million tokens (model * = default)")
+    setter.add_argument("model")
+    setter.add_argument("--input", required=True)
+    setter.add_argument("--output", required=True)
+    setter.set_defaults(func=bind(cmd_price_set))
+
+    fee = commands.add_parser("fee", help="set the club fee").add_subparsers(dest="action", required=True)
+    fee_set = fee.add_parser("set", help="the percentage of each payment the club keeps")
+    fee_set.add_argument("percent")
+    fee_set.set_defaults(func=bind(cmd_fee_set))
+
+    quota = commands.add_parser("quota", help="set a member's limits").add_subparsers(dest="action", required=True)
+    quota_set = quota.add_parser("set", help="override a member's limits")
+    quota_set.add_argument("email")
+    quota_set.add_argument("--rpm")
+    quota_set.add_argument("--tokens-per-day")
+    quota_set.add_argument("--concurrency")
+    quota_set.set_defaults(func=bind(cmd_quota_set))
+
+    credits = commands.add_parser("credits", help="grant credits, show a balance").add_subparsers(
+        dest="action", required=True
+    )
+    give = credits.add_parser("grant", help="grant credits to a member; prints the new balance")
+    give.add_argument("email")
+    give.add_argument("amount")
+    give.add_argument("--reason")
+    give.set_defaults(func=bind(cmd_credits_grant))
+    balance = credits.add_parser("balance", help="print a member's balance in credits")
+    balance.add_argument("email")
+    balance.set_defaults(func=bind(cmd_credits_balance))
+
+    check = commands.add_parser("ledger", help="check the ledger").add_subparsers(dest="action", required=True)
+    check.add_parser("check", help="verify the ledger's invariants").set_defaults(func=bind(cmd_ledger_check))

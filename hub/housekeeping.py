@@ -1,0 +1,45 @@
+"""Periodic chores of a running hub: release holds left by a crash, grant the monthly allowance."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from hub.db import Database
+from hub.ledger import service as ledger
+from hub.ledger.grants import grant_monthly_allowances
+
+log = logging.getLogger("gpuclub")
+INTERVAL = 60.0
+
+
+class Housekeeping:
+    def __init__(self, database: Database, interval: float = INTERVAL) -> None:
+        self.database = database
+        self.interval = interval
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    async def run_once(self) -> None:
+        async with self.database.session() as db:
+            released = await ledger.sweep_expired(db)
+            granted = await grant_monthly_allowances(db)
+        if released or granted:
+            log.info("housekeeping: released %d expired holds, granted %d allowances", released, granted)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("housekeeping failed")
+            await asyncio.sleep(self.interval)

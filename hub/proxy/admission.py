@@ -1,0 +1,161 @@
+"""Letting a request in: quotas first (in memory), then a credit hold sized from the request (one guarded write).
+
+After the request, `finish` frees its quota slot at once and, in the background, settles the hold (posting what
+was delivered) and writes the usage row, in one database transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import select
+
+from hub.background import Background
+from hub.db import Database
+from hub.errors import InsufficientCredits
+from hub.ledger import service as ledger
+from hub.pricing import service as pricing
+from hub.pricing.service import Rate
+from hub.proxy.meter import Counts, estimate_tokens, prompt_chars
+from hub.quotas import service as quotas
+from hub.quotas.limiter import Limiter, Scope, Ticket
+from hub.quotas.service import Limits
+from hub.usage.models import UsageRecord
+from hub.usage.service import start_of_day
+
+CACHE_SECONDS = 10.0
+
+
+@dataclass
+class Pass:
+    """What an admitted request holds: a quota ticket and maybe a credit hold."""
+
+    call_id: str
+    user_id: int
+    rate: Rate
+    ticket: Ticket
+    held: int
+    own_only: bool = False
+    finished: bool = False
+
+
+@dataclass
+class _Cached:
+    until: float
+    value: Any
+
+
+@dataclass
+class Admission:
+    database: Database
+    background: Background
+    hold_seconds: float
+    limiter: Limiter = field(default_factory=Limiter)
+    cache: dict[tuple[str, Any], _Cached] = field(default_factory=dict)
+
+    def forget(self) -> None:
+        """Prices, fees or limits changed: read them again on the next request."""
+        self.cache.clear()
+
+    async def _cached(self, key: tuple[str, Any], load: Any) -> Any:
+        hit = self.cache.get(key)
+        if hit is not None and hit.until > time.monotonic():
+            return hit.value
+        async with self.database.session() as db:
+            value = await load(db)
+        self.cache[key] = _Cached(time.monotonic() + CACHE_SECONDS, value)
+        return value
+
+    async def admit(
+        self,
+        *,
+        call_id: str,
+        user_id: int,
+        key_id: int,
+        model: str,
+        body: dict[str, Any],
+        path: str,
+        owns_agent_for_model: bool,
+    ) -> Pass:
+        rate: Rate = await self._cached(("rate", model), lambda db: pricing.rate_for(db, model))
+        member, own = await self._cached(
+            ("limits", (user_id, key_id)), lambda db: quotas.limits_for(db, user_id, key_id)
+        )
+        prompt = estimate_tokens(prompt_chars(body))
+        completion = 0 if path.endswith("/embeddings") else _max_tokens(body, rate.default_max_tokens)
+        checks: list[tuple[Scope, Limits]] = [(("user", user_id), member)]
+        if own != Limits():
+            checks.append((("key", key_id), own))
+        for scope, limits in checks:
+            if limits.tokens_per_day is not None and self.limiter.needs_seed(scope):
+                self.limiter.seed(scope, await self._used_today(scope))
+        ticket = self.limiter.admit(checks, prompt + completion)
+        amount = rate.cost(prompt, completion)
+        admitted = Pass(call_id=call_id, user_id=user_id, rate=rate, ticket=ticket, held=0)
+        if amount <= 0:
+            return admitted
+        try:
+            async with self.database.session() as db:
+                await ledger.place_hold(db, user_id, amount, call_id, seconds=self.hold_seconds)
+        except InsufficientCredits:
+            if not owns_agent_for_model:
+                self.limiter.finish(ticket, 0)
+                raise
+            admitted.own_only = True  # their own GPU costs nothing, so no hold is needed
+            return admitted
+        except BaseException:
+            self.limiter.finish(ticket, 0)
+            raise
+        admitted.held = amount
+        return admitted
+
+    async def _used_today(self, scope: Scope) -> int:
+        column = UsageRecord.user_id if scope[0] == "user" else UsageRecord.key_id
+        async with self.database.session() as db:
+            total = (
+                await db.exec(
+                    select(func.coalesce(func.sum(UsageRecord.prompt_tokens + UsageRecord.completion_tokens), 0)).where(
+                        column == scope[1], UsageRecord.created_at >= start_of_day()
+                    )
+                )
+            ).one()
+        return int(total)
+
+    def finish(
+        self,
+        admitted: Pass,
+        *,
+        provider_id: int | None,
+        counts: Counts,
+        delivered: bool,
+        usage: UsageRecord | None,
+        fee_bps: int | None = None,
+    ) -> None:
+        """The request is over: quotas now, money and usage in the background (one transaction)."""
+        if admitted.finished:
+            return
+        admitted.finished = True
+        self.limiter.finish(admitted.ticket, counts.prompt_tokens + counts.completion_tokens if delivered else 0)
+        cost = admitted.rate.cost(counts.prompt_tokens, counts.completion_tokens) if delivered else 0
+        self.background.spawn(self._settle(admitted, provider_id, cost, usage))
+
+    async def _settle(self, admitted: Pass, provider_id: int | None, cost: int, usage: UsageRecord | None) -> None:
+        async with self.database.session() as db:
+            if admitted.held or cost:
+                fee = await pricing.fee_bps(db)
+                charge = ledger.Charge(admitted.user_id, provider_id, cost, fee)
+                await ledger.settle(db, admitted.call_id, charge, memo=usage.model if usage else "")
+            if usage is not None:
+                db.add(usage)
+            await db.commit()
+
+
+def _max_tokens(body: dict[str, Any], default: int) -> int:
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return default

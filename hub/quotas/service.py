@@ -1,0 +1,94 @@
+"""Which limits apply to a member and a key: club defaults, member overrides, optional key limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from hub.accounts.models import User
+from hub.accounts.service import require_admin
+from hub.club.models import ClubSetting
+from hub.errors import BadRequest
+from hub.quotas.models import KeyPolicy, MemberPolicy
+
+DEFAULTS = {"rpm": "default_rpm", "tokens_per_day": "default_tokens_per_day", "concurrency": "default_concurrency"}
+ALLOWANCE_KEY = "default_allowance"
+FIELDS = ("rpm", "tokens_per_day", "concurrency")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """None means unlimited."""
+
+    rpm: int | None = None
+    tokens_per_day: int | None = None
+    concurrency: int | None = None
+
+
+async def _setting(db: AsyncSession, key: str) -> int | None:
+    setting = await db.get(ClubSetting, key)
+    return int(setting.value) if setting and setting.value.isdigit() else None
+
+
+async def club_defaults(db: AsyncSession) -> Limits:
+    return Limits(**{name: await _setting(db, key) for name, key in DEFAULTS.items()})
+
+
+async def limits_for(db: AsyncSession, user_id: int, key_id: int) -> tuple[Limits, Limits]:
+    """(the member's limits, the key's own limits)."""
+    defaults = await club_defaults(db)
+    member = await db.get(MemberPolicy, user_id)
+    key = await db.get(KeyPolicy, key_id)
+    merged = Limits(
+        **{
+            name: getattr(member, name) if member and getattr(member, name) is not None else getattr(defaults, name)
+            for name in FIELDS
+        }
+    )
+    own = Limits(**{name: getattr(key, name) if key else None for name in FIELDS})
+    return merged, own
+
+
+def check_limit(value: int | None, what: str) -> int | None:
+    if value is not None and not 1 <= value <= 1_000_000_000:
+        raise BadRequest(f"The {what} limit must be between 1 and 1000000000 (or empty for no limit).")
+    return value
+
+
+async def set_defaults(db: AsyncSession, actor: User | None, limits: Limits) -> None:
+    if actor is not None:
+        require_admin(actor)
+    for name, key in DEFAULTS.items():
+        value = check_limit(getattr(limits, name), name.replace("_", " "))
+        setting = await db.get(ClubSetting, key) or ClubSetting(key=key)
+        setting.value = "" if value is None else str(value)
+        db.add(setting)
+    await db.commit()
+
+
+async def set_member_limits(db: AsyncSession, actor: User | None, user: User, **values: int | None) -> MemberPolicy:
+    """Override some of a member's limits; fields not given keep their value."""
+    if actor is not None:
+        require_admin(actor)
+    policy = await db.get(MemberPolicy, user.pk) or MemberPolicy(user_id=user.pk)
+    for name, value in values.items():
+        if name not in (*FIELDS, "allowance"):
+            raise BadRequest(f"Unknown limit {name!r}.")
+        setattr(policy, name, check_limit(value, name.replace("_", " ")) if name != "allowance" else value)
+    db.add(policy)
+    await db.commit()
+    return policy
+
+
+async def default_allowance(db: AsyncSession) -> int:
+    return await _setting(db, ALLOWANCE_KEY) or 0
+
+
+async def set_default_allowance(db: AsyncSession, actor: User | None, micro: int) -> None:
+    if actor is not None:
+        require_admin(actor)
+    setting = await db.get(ClubSetting, ALLOWANCE_KEY) or ClubSetting(key=ALLOWANCE_KEY)
+    setting.value = str(micro)
+    db.add(setting)
+    await db.commit()
