@@ -57,8 +57,7 @@ async def deduct(db: AsyncSession, actor: User | None, user: User, amount: int, 
         .where(col(Account.id) == member.id, col(Account.balance) - col(Account.held) >= amount)
         .values(held=Account.held + amount)
     )
-    if taken.rowcount != 1:
-        await db.rollback()
+    if taken.rowcount != 1:  # nothing was changed, so there is nothing to roll back
         raise BadRequest(f"{user.display_name} does not have {format_credits(amount)} credits available to deduct.")
     await db.exec(update(Account).where(col(Account.id) == member.id).values(held=Account.held - amount))
     issuance = await system_account(db, Kind.ISSUANCE)

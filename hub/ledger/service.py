@@ -92,8 +92,7 @@ async def place_hold(db: AsyncSession, user_id: int, amount: int, request_id: st
         .where(col(Account.id) == account.id, col(Account.balance) - col(Account.held) >= amount)
         .values(held=Account.held + amount)
     )
-    if result.rowcount != 1:
-        await db.rollback()
+    if result.rowcount != 1:  # nothing was changed, so there is nothing to roll back
         current = await balance_of(db, user_id)
         raise InsufficientCredits(
             f"This request needs {format_credits(amount)} credits reserved, but you have "
