@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.accounts import service as accounts
@@ -25,7 +26,7 @@ from tests.support.fake_upstream import RunningFake, fake_upstream
 from tests.support.hub import LiveHub
 
 CREDIT = 1_000_000
-HI = [{"role": "user", "content": "hi"}]
+HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
 @dataclass
