@@ -18,7 +18,7 @@ from hub.db import Database
 from hub.errors import HubError
 from hub.invitations import service as invitations
 from hub.keys import service as keys
-from hub.parsing import parse_count, parse_duration
+from hub.parsing import parse_count, parse_credits, parse_duration
 from hub.settings import Settings
 
 OWNER_LINK_MINUTES = 24 * 60
@@ -121,10 +121,11 @@ def cmd_invite_create(settings: Settings, args: argparse.Namespace) -> str:
     role = accounts.parse_role(args.role)
     uses = parse_count(args.uses, what="number of uses", high=10_000)
     expires = None if args.expires == "never" else parse_duration(args.expires, what="expiry")
+    credits = parse_credits(args.credits, what="starting credits", allow_zero=True)
 
     async def job(db: Any) -> str:
         _, token = await invitations.create_invitation(
-            db, None, role=role, max_uses=uses, expires_in=expires, note=args.note or ""
+            db, None, role=role, max_uses=uses, expires_in=expires, note=args.note or "", credits=credits
         )
         return settings.url(f"/invite/{token}")
 
@@ -172,6 +173,7 @@ def parser() -> argparse.ArgumentParser:
     new.add_argument("--uses", default="1")
     new.add_argument("--expires", default="7d", help="30m, 12h, 7d, 2w or never")
     new.add_argument("--note")
+    new.add_argument("--credits", default="0", help="starting credits for each newcomer")
     new.set_defaults(func=cmd_invite_create)
     return top
 

@@ -70,3 +70,24 @@ def test_the_models_match_the_migrations(empty_database: str) -> None:
     engine.dispose()
 
     assert drift == [], f"models and migrations differ; write a migration: {drift}"
+
+
+def test_a_database_with_data_upgrades_from_the_first_release(empty_database: str) -> None:
+    upgrade(empty_database, "0002")
+    engine = create_engine(_sync(empty_database))
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO invitations (token_hash, role, note, max_uses, uses, created_at) "
+                "VALUES ('h', 'member', 'old one', 1, 0, CURRENT_TIMESTAMP)"
+            )
+        )
+    engine.dispose()
+
+    upgrade(empty_database)
+
+    engine = create_engine(_sync(empty_database))
+    with engine.connect() as connection:
+        credits = connection.execute(text("SELECT credits FROM invitations WHERE note = 'old one'")).scalar_one()
+    engine.dispose()
+    assert credits == 0 and not pending(empty_database)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import BigInteger
 from sqlmodel import Field, SQLModel
 
 from hub.db import utcnow
@@ -18,6 +19,7 @@ class Invitation(SQLModel, table=True):
     note: str = Field(default="", max_length=500)
     max_uses: int = 1
     uses: int = 0
+    credits: int = Field(default=0, sa_type=BigInteger)  # micro-credits each newcomer starts with
     expires_at: datetime | None = None
     created_by: int | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
     created_at: datetime = Field(default_factory=utcnow)

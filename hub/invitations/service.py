@@ -34,6 +34,7 @@ async def create_invitation(
     max_uses: int = 1,
     expires_in: timedelta | None = timedelta(days=7),
     note: str = "",
+    credits: int = 0,
 ) -> tuple[Invitation, str]:
     """A new invitation and its token (shown once; only the hash is kept)."""
     _check_role(actor, role)
@@ -46,6 +47,7 @@ async def create_invitation(
         max_uses=max_uses,
         expires_at=utcnow() + expires_in if expires_in else None,
         note=clean_text(note, what="note", max_length=500),
+        credits=credits,
         created_by=actor.id if actor else None,
     )
     db.add(invitation)
@@ -79,7 +81,7 @@ async def find_valid(db: AsyncSession, token: str) -> Invitation:
     return invitation
 
 
-async def take_use(db: AsyncSession, token: str) -> Role:
+async def take_use(db: AsyncSession, token: str) -> Invitation:
     """Spend one use of an invitation inside the caller's transaction (the caller commits).
 
     The guarded UPDATE means concurrent sign-ins can never use an invitation more times than allowed.
@@ -95,7 +97,7 @@ async def take_use(db: AsyncSession, token: str) -> Role:
     )
     if result.rowcount != 1:
         raise NotFound(INVALID)
-    return Role(invitation.role)
+    return invitation
 
 
 # Domain rules ------------------------------------------------------------------------------------------

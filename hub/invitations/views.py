@@ -12,7 +12,7 @@ from hub.accounts.models import User
 from hub.accounts.service import parse_role
 from hub.db import utcnow
 from hub.invitations import service as invitations
-from hub.parsing import parse_count, parse_duration
+from hub.parsing import parse_count, parse_credits, parse_duration
 from hub.web.context import Db, Viewer, admin, settings_of
 from hub.web.render import is_htmx, page
 
@@ -40,6 +40,7 @@ async def invitation_create(request: Request[Any, Any, Any], db: Db, viewer: Vie
         max_uses=parse_count(form.get("max_uses", "1"), what="maximum number of uses", high=10_000),
         expires_in=None if expires == "never" else parse_duration(expires, what="expiry"),
         note=form.get("note", ""),
+        credits=parse_credits(form.get("credits") or "0", what="starting credits", allow_zero=True),
     )
     link = settings_of(request).url(f"/invite/{token}")
     return await _render(request, db, user, new_invitation=invitation, link=link)

@@ -8,7 +8,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from hub.accounts.models import Identity, Role, Status, User
 from hub.accounts.service import find_by_email
 from hub.errors import Conflict, Forbidden, NotInvited
+from hub.invitations.models import Invitation
 from hub.invitations.service import role_for_domain, take_use
+from hub.ledger.models import Kind
+from hub.ledger.service import account_for, post, system_account
 from hub.signin.providers import ExternalIdentity
 
 SUSPENDED = "Your account is suspended. Ask an admin of this hub if you think this is a mistake."
@@ -40,7 +43,7 @@ async def admit(db: AsyncSession, who: ExternalIdentity, invitation: str | None)
             )
         return await _link(db, _usable(existing), who)
 
-    role = await _role_for_newcomer(db, who, invitation)
+    role, invited = await _role_for_newcomer(db, who, invitation)
     if existing is None:
         user = User(email=who.email, name=who.name, role=role)
     else:  # A removed member who was invited back.
@@ -48,18 +51,31 @@ async def admit(db: AsyncSession, who: ExternalIdentity, invitation: str | None)
         user.name = who.name or user.name
     db.add(user)
     await db.flush()
+    if invited is not None and invited.credits > 0:
+        # Starting credits land in the same transaction as the new member: both, or neither.
+        issuance, account = await system_account(db, Kind.ISSUANCE), await account_for(db, user.pk)
+        await post(
+            db,
+            key=f"invite:{invited.id}:{user.pk}",
+            kind="grant",
+            moves=[(issuance, -invited.credits), (account, invited.credits)],
+            memo="starting credits from an invitation",
+        )
     return await _link(db, user, who)
 
 
-async def _role_for_newcomer(db: AsyncSession, who: ExternalIdentity, invitation: str | None) -> Role:
+async def _role_for_newcomer(
+    db: AsyncSession, who: ExternalIdentity, invitation: str | None
+) -> tuple[Role, Invitation | None]:
     if not who.email:
         raise Forbidden(f"{who.provider} did not share an email address, which this hub needs. Try another way in.")
     if invitation:
-        return await take_use(db, invitation)
+        invited = await take_use(db, invitation)
+        return Role(invited.role), invited
     role = await role_for_domain(db, who.email) if who.email_verified else None
     if role is None:
         raise NotInvited(NOT_INVITED.format(who=who.email))
-    return role
+    return role, None
 
 
 def _usable(user: User) -> User:

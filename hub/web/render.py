@@ -7,6 +7,7 @@ from typing import Any
 from jinja2_fragments.litestar import HTMXBlockTemplate
 from litestar import Request
 
+from hub.parsing import format_credits
 from hub.web.context import settings_of
 
 
@@ -30,6 +31,7 @@ def page(
         "club_name": state.get("club_name") or settings.club_name,
         "providers": request.app.state.providers,
         "public_url": settings.public_url,
+        "credits": format_credits,
     }
     return HTMXBlockTemplate(
         template_name=template,

@@ -53,7 +53,7 @@ async def test_a_new_invitation_link_is_shown_once_and_stored_only_as_a_hash(cli
     reloaded = await client.get(PAGE)
     assert token not in reloaded.text
     [row] = invitation_rows(reloaded.text)
-    assert "admin NLP reading group 0 / 3" in row and row.endswith("active Revoke")
+    assert "admin — NLP reading group 0 / 3" in row and row.endswith("active Revoke")
 
 
 async def test_the_invitation_landing_page_names_the_role(client: Client, db: AsyncSession) -> None:
@@ -88,7 +88,7 @@ async def test_an_invitation_admits_no_more_people_than_its_uses(db: AsyncSessio
     owner = await person(db, "olive@lab.example.org", Role.OWNER)
     _, token = await invitations.create_invitation(db, owner, role=Role.ADMIN, max_uses=1)
 
-    assert await invitations.take_use(db, token) == Role.ADMIN
+    assert (await invitations.take_use(db, token)).role == Role.ADMIN
     await db.commit()
     with pytest.raises(NotFound, match="not valid any more"):
         await invitations.take_use(db, token)

@@ -18,6 +18,7 @@ from hub.app import create_app
 from hub.db import Database
 from hub.invitations import service as invitations
 from hub.invitations.models import Invitation
+from hub.ledger import service as ledger
 from hub.settings import Settings
 from tests.conftest import BASE_URL
 from tests.support.oidc import sign_in_at_provider
@@ -178,3 +179,19 @@ async def test_an_expired_invitation_admits_no_one(
     assert response.status_code == 404
     assert "not valid any more" in response.text
     assert await accounts.find_by_email(db, "ivan@lab.example.org") is None
+
+
+async def test_an_invitation_with_starting_credits_gives_them_once_on_joining(
+    client: Client, browser: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    owner = await person(db, "owner@lab.example.org", Role.OWNER)
+    _, token = await invitations.create_invitation(db, owner, max_uses=2, credits=5_000_000)
+    await client.get(f"/invite/{token}")
+
+    response = await oidc_sign_in(client, browser, "kim@lab.example.org")
+
+    assert response.status_code == 303
+    kim = await accounts.find_by_email(db, "kim@lab.example.org")
+    assert kim is not None
+    assert await ledger.balance_of(db, kim.pk) == ledger.Balance(5_000_000, 0)
+    assert await ledger.check(db) == []
