@@ -75,6 +75,7 @@ async def _check_hub(config: Config, client: httpx.AsyncClient, say: Callable[[s
 async def _check_token(config: Config, say: Callable[[str], None]) -> bool:
     """Open the tunnel the way the agent does, but advertise nothing, so the hub sends no work."""
     rejected = f"{BAD} the hub rejected the agent token: create a new one on the My GPUs page"
+    refusal = ""
     try:
         async with (
             asyncio.timeout(HUB_TIMEOUT),
@@ -96,10 +97,13 @@ async def _check_token(config: Config, say: Callable[[str], None]) -> bool:
                     await ws.close(1000, "doctor done")
                     return True
                 if message["type"] == "error":
-                    say(f"{BAD} the hub refused the agent: {message.get('message')}")
-                    return False
+                    # The hub explains, then closes; the close code says whether the token itself is the problem.
+                    refusal = str(message.get("message"))
     except TimeoutError:
-        say(f"{BAD} the hub did not welcome the agent within {HUB_TIMEOUT:g} s")
+        if refusal:
+            say(f"{BAD} the hub refused the agent: {refusal}")
+        else:
+            say(f"{BAD} the hub did not welcome the agent within {HUB_TIMEOUT:g} s")
     except InvalidStatus as exc:
         status = exc.response.status_code
         if status in (401, 403):
@@ -109,6 +113,8 @@ async def _check_token(config: Config, say: Callable[[str], None]) -> bool:
     except ConnectionClosed as exc:
         if exc.rcvd is not None and exc.rcvd.code == protocol.CLOSE_UNAUTHORIZED:
             say(rejected)
+        elif refusal:
+            say(f"{BAD} the hub refused the agent: {refusal}")
         else:
             say(f"{BAD} the hub closed the tunnel before welcoming the agent ({exc})")
     except ValueError:

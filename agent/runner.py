@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from agent import __version__, gpu, protocol
 from agent.config import Config
 from agent.tunnel import TOKEN_REJECTED, Rejected, Session, first_of
-from agent.upstreams import Routes, discover, make_client
+from agent.upstreams import Clients, Routes, discover, make_client
 
 log = logging.getLogger("gpuclub.agent")
 
@@ -48,9 +48,10 @@ def _describe(exc: BaseException) -> str:
 
 
 class Agent:
-    def __init__(self, config: Config, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: Config, client: httpx.AsyncClient, clients: Clients) -> None:
         self.config = config
-        self.client = client
+        self.client = client  # for model discovery
+        self.clients = clients  # for forwarding requests
         self.stop = asyncio.Event()
         self.force = asyncio.Event()
         self.routes = Routes()
@@ -148,5 +149,5 @@ class Agent:
 
 
 async def serve(config: Config) -> int:
-    async with make_client() as client:
-        return await Agent(config, client).run()
+    async with make_client() as client, Clients() as clients:
+        return await Agent(config, client, clients).run()

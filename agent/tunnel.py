@@ -237,7 +237,7 @@ class Session:
         try:
             try:
                 await forward(
-                    self.agent.client, upstream, path, body, self.config.upstream_key, _Sink(self.ws, request_id)
+                    self.agent.clients, upstream, path, body, self.config.upstream_key, _Sink(self.ws, request_id)
                 )
             except UpstreamFailed as exc:
                 error = str(exc)

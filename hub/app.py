@@ -16,6 +16,9 @@ from hub.agents import tunnel
 from hub.agents import views as gpus
 from hub.agents.live import Registry
 from hub.background import Background
+from hub.billing import views as billing
+from hub.credits import admin_views as money
+from hub.credits import views as credits
 from hub.db import Database
 from hub.housekeeping import Housekeeping
 from hub.invitations import views as invitations
@@ -64,6 +67,9 @@ def create_app(settings: Settings, database: Database | None = None) -> Litestar
             *gpus.routes,
             *invitations.routes,
             *admin.routes,
+            *credits.routes,
+            *money.routes,
+            *billing.routes,
             *proxy.routes,
             tunnel.tunnel,
             create_static_files_router(path="/static", directories=[settings.static_dir], name="static"),
@@ -88,7 +94,7 @@ def create_app(settings: Settings, database: Database | None = None) -> Litestar
             cookie_name="gpuclub_csrf",
             cookie_secure=settings.secure_cookies,
             cookie_httponly=False,
-            exclude=["/v1/", "/healthz", "/agent/"],
+            exclude=["/v1/", "/healthz", "/agent/", "/stripe/webhook"],
         ),
         exception_handlers={Exception: handle},
         on_startup=[housekeeping.start],

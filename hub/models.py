@@ -4,6 +4,7 @@ from sqlmodel import SQLModel
 
 from hub.accounts.models import Identity, LoginLink, User, WebSession
 from hub.agents.models import Agent
+from hub.billing.models import CreditPack, Purchase, StripeEvent
 from hub.club.models import ClubSetting
 from hub.invitations.models import DomainRule, Invitation
 from hub.keys.models import ApiKey
@@ -19,6 +20,7 @@ __all__ = [
     "Agent",
     "ApiKey",
     "ClubSetting",
+    "CreditPack",
     "DomainRule",
     "Entry",
     "Hold",
@@ -29,6 +31,8 @@ __all__ = [
     "LoginLink",
     "MemberPolicy",
     "Price",
+    "Purchase",
+    "StripeEvent",
     "UsageRecord",
     "User",
     "WebSession",

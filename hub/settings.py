@@ -32,6 +32,18 @@ class OidcSettings(OAuthClientSettings):
     label: str = "Single sign-on"
 
 
+STRIPE_API_BASE = "https://api.stripe.com"
+
+
+@dataclass(frozen=True)
+class StripeSettings:
+    """Stripe Checkout for credit packs; `api_base` points tests and staging at another address."""
+
+    secret_key: str
+    webhook_secret: str
+    api_base: str = STRIPE_API_BASE
+
+
 @dataclass(frozen=True)
 class Settings:
     secret_key: str
@@ -44,6 +56,7 @@ class Settings:
     github: OAuthClientSettings | None = None
     google: OAuthClientSettings | None = None
     oidc: OidcSettings | None = None
+    stripe: StripeSettings | None = None
     session_days: int = 30
     login_link_minutes: int = 15
     max_body_bytes: int = 4 * 1024 * 1024
@@ -54,6 +67,11 @@ class Settings:
     log_level: str = "INFO"
     templates_dir: Path = ROOT / "templates"
     static_dir: Path = ROOT / "static"
+
+    @property
+    def stripe_enabled(self) -> bool:
+        """Members can buy credits (both Stripe keys are set); otherwise the purchase pages do not exist."""
+        return self.stripe is not None
 
     @property
     def secure_cookies(self) -> bool:
@@ -83,6 +101,7 @@ class Settings:
             github=env.oauth_client("GITHUB"),
             google=env.oauth_client("GOOGLE"),
             oidc=env.oidc(),
+            stripe=env.stripe(),
             session_days=env.integer("GPUCLUB_SESSION_DAYS", 30, low=1, high=365),
             max_body_bytes=env.integer("GPUCLUB_MAX_BODY_BYTES", 4 * 1024 * 1024, low=1024, high=16 * 1024 * 1024),
             queue_per_member=env.integer("GPUCLUB_QUEUE_PER_MEMBER", 64, low=1, high=100_000),
@@ -156,6 +175,23 @@ class _Env:
             raise ConfigError(f"GPUCLUB_OIDC_DISCOVERY_URL must be an http(s) URL, got {discovery_url!r}")
         label = self.get("GPUCLUB_OIDC_LABEL") or "Single sign-on"
         return OidcSettings(client.client_id, client.client_secret, discovery_url, label)
+
+    def stripe(self) -> StripeSettings | None:
+        secret_key = self.secret("GPUCLUB_STRIPE_SECRET_KEY")
+        webhook_secret = self.secret("GPUCLUB_STRIPE_WEBHOOK_SECRET")
+        if secret_key is None and webhook_secret is None:
+            return None
+        if secret_key is None or webhook_secret is None:
+            raise ConfigError("GPUCLUB_STRIPE_SECRET_KEY and GPUCLUB_STRIPE_WEBHOOK_SECRET must be set together")
+        if not secret_key.startswith(("sk_", "rk_")):
+            raise ConfigError("GPUCLUB_STRIPE_SECRET_KEY must be a Stripe secret key (it starts with sk_ or rk_)")
+        if not webhook_secret.startswith("whsec_"):
+            raise ConfigError("GPUCLUB_STRIPE_WEBHOOK_SECRET must be a webhook signing secret (it starts with whsec_)")
+        api_base = (self.get("GPUCLUB_STRIPE_API_BASE") or STRIPE_API_BASE).rstrip("/")
+        parts = urlsplit(api_base)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"GPUCLUB_STRIPE_API_BASE must be an http(s) URL, got {api_base!r}")
+        return StripeSettings(secret_key, webhook_secret, api_base)
 
 
 def normalize_database_url(url: str) -> str:

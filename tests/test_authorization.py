@@ -22,6 +22,10 @@ from hub.invitations import service as invitations
 from hub.invitations.models import DomainRule, Invitation
 from hub.keys import service as keys
 from hub.keys.models import ApiKey
+from hub.ledger.models import LedgerTransaction
+from hub.pricing import service as pricing
+from hub.pricing.models import Price
+from hub.quotas.models import MemberPolicy
 from tests.support.people import Client, person, sign_in, text_of
 
 SIGNED_IN = frozenset({"owner", "admin", "member", "another member"})
@@ -69,6 +73,29 @@ ROUTES = [
     Route("POST", "/admin/settings/domains", ADMINS, 303, "/admin/settings", data={"domain": "new.example.org"}),
     Route("POST", "/admin/settings/domains/{rule}/delete", ADMINS, 303, "/admin/settings"),
     Route("POST", "/logout", SIGNED_IN, 303, "/"),
+    Route("GET", "/credits", SIGNED_IN, 200),
+    Route("GET", "/credits/history.csv", SIGNED_IN, 200),
+    Route("GET", "/usage", SIGNED_IN, 200),
+    Route("GET", "/earnings", SIGNED_IN, 200),
+    Route("GET", "/admin/money", ADMINS, 200),
+    Route("GET", "/admin/usage", ADMINS, 200),
+    Route("GET", "/admin/ledger", ADMINS, 200),
+    Route("POST", "/admin/money/prices", ADMINS, 303, "/admin/money", data={"model": "m", "input": "1", "output": "2"}),
+    Route("POST", "/admin/money/prices/remove", ADMINS, 303, "/admin/money", data={"model": "*"}),
+    Route("POST", "/admin/money/fee", ADMINS, 303, "/admin/money", data={"percent": "10"}),
+    Route("POST", "/admin/money/quotas", ADMINS, 303, "/admin/money", data={"rpm": "60"}),
+    Route("POST", "/admin/money/allowance", ADMINS, 303, "/admin/money", data={"allowance": "5"}),
+    Route(
+        "POST", "/admin/money/members", ADMINS, 303, "/admin/money", data={"email": "tess@lab.example.org", "rpm": "5"}
+    ),
+    Route(
+        "POST",
+        "/admin/money/credits",
+        ADMINS,
+        303,
+        "/admin/money",
+        data={"email": "tess@lab.example.org", "amount": "5"},
+    ),
 ]
 ACTIONS = [route for route in ROUTES if route.method == "POST"]
 
@@ -92,6 +119,7 @@ async def club(db: AsyncSession) -> Club:
     key, _ = await keys.create_key(db, people["member"], name="mia's laptop")
     invitation, _ = await invitations.create_invitation(db, owner, note="reading group")
     rule = await invitations.add_domain_rule(db, owner, "lab.example.org")
+    await pricing.set_price(db, owner, "*", input_micro=1, output_micro=1)
     assert key.id and invitation.id and rule.id
     return Club(people, {"member": target.pk, "key": key.id, "invitation": invitation.id, "rule": rule.id})
 
@@ -108,6 +136,9 @@ async def snapshot(db: AsyncSession) -> dict[str, Any]:
         "rules": (await db.exec(select(DomainRule.domain).order_by(col(DomainRule.domain)))).all(),
         "club": (await db.exec(select(ClubSetting.key, ClubSetting.value))).all(),
         "sessions": (await db.exec(select(func.count()).select_from(WebSession))).one(),
+        "prices": (await db.exec(select(Price.model, Price.input_per_million).order_by(col(Price.model)))).all(),
+        "policies": (await db.exec(select(MemberPolicy.user_id, MemberPolicy.rpm))).all(),
+        "ledger": (await db.exec(select(func.count()).select_from(LedgerTransaction))).one(),
     }
 
 

@@ -207,7 +207,8 @@ class Proxy:
             seconds=now - call.arrived,
         )
         entry = UsageRecord(
-            request_id=request_id,
+            # The call's id (shared with its hold and its ledger transaction), not the attempt's.
+            request_id=call.admitted.call_id if call.admitted else request_id,
             user_id=call.caller.user_id,
             key_id=call.caller.key_id,
             agent_id=link.agent_id,

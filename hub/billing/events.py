@@ -1,0 +1,173 @@
+"""Stripe's webhook events: each handled at most once, its record and its effect written in one transaction.
+
+    checkout.session.completed                 credit the purchase when it is paid
+    checkout.session.async_payment_succeeded   the same, for payment methods that settle later
+    charge.refunded                            take back credits in proportion to what was refunded so far
+    charge.dispute.created                     take back what is left of the purchase
+    anything else                              ignored
+
+Taking back never leaves a member below zero (nor below what their requests in flight hold): what they have
+already spent is written off and said so in the ledger memo.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from hub.billing.models import Purchase, PurchaseStatus, StripeEvent
+from hub.billing.money import format_money
+from hub.billing.service import fulfil_checkout, id_of, purchase_by
+from hub.billing.stripe_api import Json
+from hub.db import utcnow
+from hub.ledger.models import Account, Kind
+from hub.ledger.service import account_for, post, system_account
+from hub.parsing import format_credits
+
+log = logging.getLogger("gpuclub.billing")
+
+CHECKOUT_PAID = frozenset({"checkout.session.completed", "checkout.session.async_payment_succeeded"})
+HANDLED = CHECKOUT_PAID | {"charge.refunded", "charge.dispute.created"}
+ATTEMPTS = 5  # a concurrent change to the same row makes a guarded UPDATE miss; read again and retry
+
+
+async def handle_event(db: AsyncSession, event: Json) -> str:
+    """Apply one verified event; returns what happened, in a few words. Commits only when something changed."""
+    kind: str = event["type"]
+    if kind not in HANDLED:
+        return "ignored"
+    if not await _first_delivery(db, event["id"], kind):
+        await db.rollback()
+        return "already handled"
+    obj: Json = event["data"]["object"]
+    if kind in CHECKOUT_PAID:
+        outcome = "credited" if await fulfil_checkout(db, obj) else None
+    elif kind == "charge.refunded":
+        outcome = await _refund(db, obj)
+    else:
+        outcome = await _dispute(db, obj)
+    if outcome is None:
+        await db.rollback()  # nothing to do: no record either, so the event stays as if never received
+        return "nothing to do"
+    await db.commit()
+    return outcome
+
+
+async def _first_delivery(db: AsyncSession, event_id: str, kind: str) -> bool:
+    """Insert the event's row unless it exists; a concurrent delivery waits on the key, then finds it."""
+    insert = postgresql_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = (
+        insert(StripeEvent)
+        .values(id=event_id[:255], type=kind[:100], received_at=utcnow())
+        .on_conflict_do_nothing()
+        .returning(col(StripeEvent.id))
+    )
+    return (await db.exec(statement)).first() is not None
+
+
+async def _refund(db: AsyncSession, charge: Json) -> str | None:
+    charge_id, payment_intent = charge.get("id"), id_of(charge.get("payment_intent"))
+    purchase = await purchase_by(db, payment_intent=payment_intent) if payment_intent else None
+    if purchase is None or purchase.status == PurchaseStatus.PENDING:
+        log.info(
+            "stripe: refund of charge %s (payment %s) is not for a purchase credited here", charge_id, payment_intent
+        )
+        return None
+    amount, refunded = _whole(charge.get("amount")), _whole(charge.get("amount_refunded"))
+    if amount <= 0 or refunded <= 0:
+        return None
+    refunded = min(refunded, amount)
+    return await _take_back(
+        db,
+        purchase,
+        purchase.credits * refunded // amount,
+        key=f"stripe:refund:{charge_id}:{refunded}",
+        kind="refund",
+        why=f"refund of {format_money(refunded, purchase.currency)} in all",
+        status=PurchaseStatus.REFUNDED if refunded >= amount else PurchaseStatus.PARTIALLY_REFUNDED,
+        refunded_amount=refunded,
+    )
+
+
+async def _dispute(db: AsyncSession, dispute: Json) -> str | None:
+    dispute_id, payment_intent = dispute.get("id"), id_of(dispute.get("payment_intent"))
+    purchase = await purchase_by(db, payment_intent=payment_intent) if payment_intent else None
+    if purchase is None or purchase.status == PurchaseStatus.PENDING:
+        log.info("stripe: dispute %s (payment %s) is not for a purchase credited here", dispute_id, payment_intent)
+        return None
+    return await _take_back(
+        db,
+        purchase,
+        purchase.credits,
+        key=f"stripe:dispute:{dispute_id}",
+        kind="dispute",
+        why=f"dispute {dispute_id}",
+        status=PurchaseStatus.DISPUTED,
+    )
+
+
+async def _take_back(
+    db: AsyncSession, purchase: Purchase, total: int, *, key: str, kind: str, why: str, **values: Any
+) -> str | None:
+    """Bring the purchase's reversed credits up to `total`, taking back only the difference not yet reversed."""
+    for _ in range(ATTEMPTS):
+        await db.refresh(purchase)
+        seen = purchase.reversed_credits
+        due = total - seen
+        if due <= 0:
+            return None
+        # Compare-and-set: two refunds of the same charge arriving together cannot both reverse the same part.
+        claimed = await db.exec(
+            update(Purchase)
+            .where(col(Purchase.id) == purchase.id, col(Purchase.reversed_credits) == seen)
+            .values(reversed_credits=total, **values)
+        )
+        if claimed.rowcount == 1:
+            break
+    else:
+        raise RuntimeError(f"purchase #{purchase.id} kept changing while a {kind} was applied")
+    taken = await _reserve_up_to(db, purchase.user_id, due)
+    memo = f"{why} for purchase #{purchase.id}: took back {format_credits(taken)} of {format_credits(due)} credits"
+    if taken < due:
+        memo += f"; shortfall {format_credits(due - taken)} credits (already spent, written off)"
+        log.warning("stripe: %s", memo)
+    bank = await system_account(db, Kind.STRIPE)
+    member = await account_for(db, purchase.user_id)
+    if await post(db, key=key, kind=kind, moves=[(member, -taken), (bank, taken)], memo=memo) is None:
+        return None  # this exact reversal was posted before; the caller rolls everything back
+    return f"took back {format_credits(taken)} credits" + (
+        f", {format_credits(due - taken)} short" if taken < due else ""
+    )
+
+
+async def _reserve_up_to(db: AsyncSession, user_id: int, wanted: int) -> int:
+    """How much of `wanted` the member has available, made safe to take.
+
+    The same guarded UPDATE a hold uses checks the balance, so a request reserving credits at the same moment
+    cannot leave the member holding more than they have. The caller posts the amount in this transaction.
+    """
+    account = await account_for(db, user_id)
+    for _ in range(ATTEMPTS):
+        await db.refresh(account)
+        take = max(0, min(wanted, account.balance - account.held))
+        if take == 0:
+            return 0
+        guarded = await db.exec(
+            update(Account)
+            .where(col(Account.id) == account.id, col(Account.balance) - col(Account.held) >= take)
+            .values(held=Account.held + take)
+        )
+        if guarded.rowcount == 1:
+            await db.exec(update(Account).where(col(Account.id) == account.id).values(held=Account.held - take))
+            return take
+    raise RuntimeError(f"account {account.id} kept changing while credits were taken back")
+
+
+def _whole(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -1,0 +1,55 @@
+"""Money and usage for the credits tests, written the way the hub writes them: ledger services and usage rows."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from hub.accounts.models import User
+from hub.db import utcnow
+from hub.ledger import service as ledger
+from hub.usage.models import UsageRecord
+
+CREDIT = 1_000_000
+
+
+async def used(
+    db: AsyncSession,
+    user: User,
+    *,
+    model: str = "llama-3-8b",
+    prompt: int = 100,
+    completion: int = 50,
+    key_id: int | None = None,
+    agent_id: int | None = None,
+    at: datetime | None = None,
+) -> None:
+    """One request in the usage table, as the proxy records it after answering."""
+    db.add(
+        UsageRecord(
+            request_id=uuid.uuid4().hex,
+            user_id=user.pk,
+            key_id=key_id,
+            agent_id=agent_id,
+            model=model,
+            endpoint="chat/completions",
+            status=200,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            duration_ms=120,
+            created_at=at or utcnow(),
+        )
+    )
+    await db.commit()
+
+
+async def charged(
+    db: AsyncSession, consumer: User, provider: User, cost: int, *, model: str = "llama-3-8b", fee_bps: int = 0
+) -> int:
+    """Settle one request the way admission does: the consumer pays, the provider earns, the club keeps its fee."""
+    charge = ledger.Charge(consumer.pk, provider.pk, cost, fee_bps)
+    paid = await ledger.settle(db, uuid.uuid4().hex, charge, memo=model)
+    await db.commit()
+    return paid
