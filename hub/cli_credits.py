@@ -56,6 +56,10 @@ def cmd_quota_set(run: Runner, settings: Settings, args: argparse.Namespace) -> 
 
     async def job(db: Any) -> str:
         user = await accounts.get_member(db, args.email)
+        if args.key:
+            key_policy = await quotas.set_key_limits(db, user, args.key, **values)
+            shown = ", ".join(f"{n}={getattr(key_policy, n)}" for n in quotas.FIELDS if getattr(key_policy, n))
+            return f"{user.email} key {args.key}: {shown}"
         policy = await quotas.set_member_limits(db, None, user, **values)
         shown = ", ".join(f"{name}={getattr(policy, name)}" for name in quotas.FIELDS if getattr(policy, name))
         return f"{user.email}: {shown}"
@@ -116,6 +120,7 @@ def add_commands(commands: Any, run: Runner) -> None:
     quota_set.add_argument("--rpm")
     quota_set.add_argument("--tokens-per-day")
     quota_set.add_argument("--concurrency")
+    quota_set.add_argument("--key", help="limit only this API key of the member (its visible prefix, gpc_…)")
     quota_set.set_defaults(func=bind(cmd_quota_set))
 
     credits = commands.add_parser("credits", help="grant credits, show a balance").add_subparsers(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.accounts.models import User
 from hub.accounts.service import require_admin
 from hub.club.models import ClubSetting
-from hub.errors import BadRequest
+from hub.errors import BadRequest, NotFound
+from hub.keys.models import ApiKey
 from hub.quotas.models import KeyPolicy, MemberPolicy
 
 DEFAULTS = {"rpm": "default_rpm", "tokens_per_day": "default_tokens_per_day", "concurrency": "default_concurrency"}
@@ -92,3 +94,20 @@ async def set_default_allowance(db: AsyncSession, actor: User | None, micro: int
     setting.value = str(micro)
     db.add(setting)
     await db.commit()
+
+
+async def set_key_limits(db: AsyncSession, owner: User, prefix: str, **values: int | None) -> KeyPolicy:
+    """Limits for one of `owner`'s API keys, named by its visible prefix."""
+    key = (
+        await db.exec(select(ApiKey).where(ApiKey.user_id == owner.pk, ApiKey.prefix == prefix.strip()[:16]))
+    ).first()
+    if key is None or key.revoked_at is not None:
+        raise NotFound(f"{owner.email} has no active API key starting with {prefix.strip()!r}.")
+    policy = await db.get(KeyPolicy, key.id) or KeyPolicy(key_id=key.id or 0)
+    for name, value in values.items():
+        if name not in FIELDS:
+            raise BadRequest(f"Unknown limit {name!r}.")
+        setattr(policy, name, check_limit(value, name.replace("_", " ")))
+    db.add(policy)
+    await db.commit()
+    return policy

@@ -10,9 +10,10 @@ from sqlalchemy import update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from hub.keys import service as keys
 from hub.ledger.models import Account
 from hub.pricing import service as pricing
-from hub.quotas.models import MemberPolicy
+from hub.quotas.models import KeyPolicy, MemberPolicy
 from tests.support.hub import cli, hub_env
 from tests.support.people import person
 
@@ -85,3 +86,15 @@ async def test_ledger_check_fails_with_a_report_when_something_is_wrong(env: dic
     report = fails(cli(env, "ledger", "check"))
 
     assert "1 problem" in report and "caches a balance of 1 but its entries sum to 2000000" in report
+
+
+async def test_one_api_key_can_get_its_own_limits(env: dict[str, str], db: AsyncSession) -> None:
+    alice = await person(db, "alice@lab.example.org")
+    key, _ = await keys.create_key(db, alice, name="ci")
+
+    limited = cli(env, "quota", "set", alice.email, "--key", key.prefix, "--rpm", "5")
+
+    assert limited.stdout == f"{alice.email} key {key.prefix}: rpm=5\n"
+    policy = await db.get(KeyPolicy, key.id)
+    assert policy is not None and policy.rpm == 5
+    assert "no active API key" in fails(cli(env, "quota", "set", alice.email, "--key", "gpc_nothing", "--rpm", "5"))
