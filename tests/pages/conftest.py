@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,9 +33,31 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
+PageFactory = Callable[[], Page]
+
+
+def _new_page(browser: Browser) -> Page:
     context = browser.new_context(viewport={"width": 1200, "height": 800})
     context.set_default_timeout(10_000)
-    yield context.new_page()
-    context.close()
+    return context.new_page()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    opened = _new_page(browser)
+    yield opened
+    opened.context.close()
+
+
+@pytest.fixture
+def new_page(browser: Browser) -> Iterator[PageFactory]:
+    """More pages, each in a browser context of its own (its own cookies): two people at once."""
+    opened: list[Page] = []
+
+    def open_one() -> Page:
+        opened.append(_new_page(browser))
+        return opened[-1]
+
+    yield open_one
+    for one in opened:
+        one.context.close()
