@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from hub.accounts import service as accounts
-from hub.accounts.models import Role
+from hub.accounts.models import Role, User
 from hub.agents import service as agents
 from hub.cli_credits import add_commands
 from hub.db import Database
@@ -84,11 +84,16 @@ def cmd_member_add(settings: Settings, args: argparse.Namespace) -> str:
     return _run(settings, job)
 
 
+async def _active_member(db: Any, email: str) -> User:
+    user = await accounts.get_member(db, email)
+    if not user.is_active:
+        raise HubError(f"{user.email} is suspended")
+    return user
+
+
 def cmd_key_create(settings: Settings, args: argparse.Namespace) -> str:
     async def job(db: Any) -> str:
-        user = await accounts.get_member(db, args.email)
-        if not user.is_active:
-            raise HubError(f"{user.email} is suspended")
+        user = await _active_member(db, args.email)
         _, secret = await keys.create_key(db, user, name=args.name)
         return secret
 
@@ -97,9 +102,7 @@ def cmd_key_create(settings: Settings, args: argparse.Namespace) -> str:
 
 def cmd_login_link(settings: Settings, args: argparse.Namespace) -> str:
     async def job(db: Any) -> str:
-        user = await accounts.get_member(db, args.email)
-        if not user.is_active:
-            raise HubError(f"{user.email} is suspended")
+        user = await _active_member(db, args.email)
         token = await accounts.create_login_link(db, user, minutes=settings.login_link_minutes)
         return settings.url(f"/login/{token}")
 
@@ -108,9 +111,7 @@ def cmd_login_link(settings: Settings, args: argparse.Namespace) -> str:
 
 def cmd_agent_token_create(settings: Settings, args: argparse.Namespace) -> str:
     async def job(db: Any) -> str:
-        user = await accounts.get_member(db, args.email)
-        if not user.is_active:
-            raise HubError(f"{user.email} is suspended")
+        user = await _active_member(db, args.email)
         _, token = await agents.create_agent(db, user, name=args.name)
         return token
 

@@ -23,3 +23,14 @@ async def rename_club(db: AsyncSession, actor: User, name: str) -> str:
     db.add(setting)
     await db.commit()
     return name
+
+
+async def read_number(db: AsyncSession, key: str) -> int | None:
+    """A whole-number club setting, or None when unset."""
+    setting = await db.get(ClubSetting, key)
+    return int(setting.value) if setting and setting.value.isdigit() else None
+
+
+async def stage(db: AsyncSession, key: str, value: int | None) -> None:
+    """Set a club setting in the caller's transaction (None clears it); the caller commits."""
+    await db.merge(ClubSetting(key=key, value="" if value is None else str(value)))

@@ -9,7 +9,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.accounts.models import User
 from hub.accounts.service import require_admin
-from hub.club.models import ClubSetting
+from hub.club.service import read_number, stage
 from hub.errors import BadRequest
 from hub.parsing import clean_text
 from hub.pricing.models import DEFAULT, Price
@@ -61,8 +61,7 @@ async def remove_price(db: AsyncSession, actor: User, model: str) -> None:
 
 
 async def fee_bps(db: AsyncSession) -> int:
-    setting = await db.get(ClubSetting, FEE_KEY)
-    return int(setting.value) if setting and setting.value.isdigit() else 0
+    return await read_number(db, FEE_KEY) or 0
 
 
 def parse_percent(text: str) -> int:
@@ -79,8 +78,6 @@ def parse_percent(text: str) -> int:
 async def set_fee(db: AsyncSession, actor: User | None, bps: int) -> int:
     if actor is not None:
         require_admin(actor)
-    setting = await db.get(ClubSetting, FEE_KEY) or ClubSetting(key=FEE_KEY)
-    setting.value = str(bps)
-    db.add(setting)
+    await stage(db, FEE_KEY, bps)
     await db.commit()
     return bps

@@ -9,7 +9,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.accounts.models import User
 from hub.accounts.service import require_admin
-from hub.club.models import ClubSetting
+from hub.club.service import read_number, stage
 from hub.errors import BadRequest, NotFound
 from hub.keys.models import ApiKey
 from hub.quotas.models import KeyPolicy, MemberPolicy
@@ -28,13 +28,8 @@ class Limits:
     concurrency: int | None = None
 
 
-async def _setting(db: AsyncSession, key: str) -> int | None:
-    setting = await db.get(ClubSetting, key)
-    return int(setting.value) if setting and setting.value.isdigit() else None
-
-
 async def club_defaults(db: AsyncSession) -> Limits:
-    return Limits(**{name: await _setting(db, key) for name, key in DEFAULTS.items()})
+    return Limits(**{name: await read_number(db, key) for name, key in DEFAULTS.items()})
 
 
 async def limits_for(db: AsyncSession, user_id: int, key_id: int) -> tuple[Limits, Limits]:
@@ -62,10 +57,7 @@ async def set_defaults(db: AsyncSession, actor: User | None, limits: Limits) -> 
     if actor is not None:
         require_admin(actor)
     for name, key in DEFAULTS.items():
-        value = check_limit(getattr(limits, name), name.replace("_", " "))
-        setting = await db.get(ClubSetting, key) or ClubSetting(key=key)
-        setting.value = "" if value is None else str(value)
-        db.add(setting)
+        await stage(db, key, check_limit(getattr(limits, name), name.replace("_", " ")))
     await db.commit()
 
 
@@ -84,15 +76,13 @@ async def set_member_limits(db: AsyncSession, actor: User | None, user: User, **
 
 
 async def default_allowance(db: AsyncSession) -> int:
-    return await _setting(db, ALLOWANCE_KEY) or 0
+    return await read_number(db, ALLOWANCE_KEY) or 0
 
 
 async def set_default_allowance(db: AsyncSession, actor: User | None, micro: int) -> None:
     if actor is not None:
         require_admin(actor)
-    setting = await db.get(ClubSetting, ALLOWANCE_KEY) or ClubSetting(key=ALLOWANCE_KEY)
-    setting.value = str(micro)
-    db.add(setting)
+    await stage(db, ALLOWANCE_KEY, micro)
     await db.commit()
 
 
