@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HTMX := static/vendor/htmx.min.js
 OIDC := tests/node_modules/.package-lock.json
 
-.PHONY: run setup test lint fmt migrate demo clean
+.PHONY: run setup test lint fmt migrate demo bench bench-smoke clean
 
 run: setup
 	$(BIN)/gpuclub migrate
@@ -41,6 +41,14 @@ fmt: setup
 
 demo: setup
 	$(BIN)/python -m tests.support.demo
+
+# The benchmark (bench/README.md): a few minutes; installs LiteLLM into bench/.venv-litellm on first use.
+bench: setup
+	$(BIN)/python -m bench
+
+# The same harness with tiny numbers, in seconds (the test suite runs it too).
+bench-smoke: setup
+	$(BIN)/python -m bench --smoke
 
 migrate: setup
 	$(BIN)/gpuclub migrate
