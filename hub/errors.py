@@ -102,26 +102,26 @@ class InsufficientCredits(HubError):
     title = "Not enough credits"
 
 
-class TooManyRequests(HubError):
-    status_code = 429
-    openai_type = "rate_limit_error"
-    code = "rate_limit_exceeded"
-    title = "Too many requests"
+class TryLater(HubError):
+    """Refused for now; `retry_after` seconds becomes the Retry-After header."""
 
     def __init__(self, message: str = "", *, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
 
-class Unavailable(HubError):
+class TooManyRequests(TryLater):
+    status_code = 429
+    openai_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+    title = "Too many requests"
+
+
+class Unavailable(TryLater):
     status_code = 503
     openai_type = "server_error"
     code = "no_capacity"
     title = "Busy"
-
-    def __init__(self, message: str = "", *, retry_after: int = 5) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class UpstreamFailed(HubError):

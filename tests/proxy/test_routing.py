@@ -41,21 +41,23 @@ async def queued(hub: LiveHub, admin: Member, at_least: int) -> None:
     raise AssertionError(f"fewer than {at_least} requests queued")
 
 
+async def ask(hub: LiveHub, who: Member, label: str, done: list[str]) -> None:
+    """One slow request; its label is noted when it completes."""
+    async with client(hub, who) as sdk:
+        await sdk.chat.completions.create(model="m", messages=MESSAGES, max_tokens=1, extra_body=SLOW)
+    done.append(label)
+
+
 async def test_one_members_flood_does_not_hold_back_another_members_request(hub: LiveHub) -> None:
     owner = member(hub, "owner@lab.example.org", Role.ADMIN)
     flooder, patient = member(hub, "flood@lab.example.org"), member(hub, "bea@lab.example.org")
     done: list[str] = []
 
-    async def ask(who: Member, label: str) -> None:
-        async with client(hub, who) as sdk:
-            await sdk.chat.completions.create(model="m", messages=MESSAGES, max_tokens=1, extra_body=SLOW)
-        done.append(label)
-
     with fake_upstream(["m"]) as upstream:
         with agent_process(hub, agent_token(hub, owner.email, "one-slot"), f"{upstream.url}/v1", capacity=1):
-            flood = [asyncio.create_task(ask(flooder, f"flood-{i}")) for i in range(8)]
+            flood = [asyncio.create_task(ask(hub, flooder, f"flood-{i}", done)) for i in range(8)]
             await queued(hub, owner, 6)
-            await ask(patient, "bea")
+            await ask(hub, patient, "bea", done)
             await asyncio.gather(*flood)
 
     assert done.index("bea") <= 2, f"bea's request waited behind the flood: {done}"
@@ -66,16 +68,11 @@ async def test_an_agents_owner_goes_first_on_their_own_agent(hub: LiveHub) -> No
     flooder = member(hub, "flood@lab.example.org")
     done: list[str] = []
 
-    async def ask(who: Member, label: str) -> None:
-        async with client(hub, who) as sdk:
-            await sdk.chat.completions.create(model="m", messages=MESSAGES, max_tokens=1, extra_body=SLOW)
-        done.append(label)
-
     with fake_upstream(["m"]) as upstream:
         with agent_process(hub, agent_token(hub, owner.email, "mine"), f"{upstream.url}/v1", capacity=1):
-            flood = [asyncio.create_task(ask(flooder, f"flood-{i}")) for i in range(6)]
+            flood = [asyncio.create_task(ask(hub, flooder, f"flood-{i}", done)) for i in range(6)]
             await queued(hub, owner, 4)
-            await ask(owner, "owner")
+            await ask(hub, owner, "owner", done)
             await asyncio.gather(*flood)
 
     assert done.index("owner") <= 1, done
