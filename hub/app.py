@@ -24,11 +24,13 @@ from hub.housekeeping import Housekeeping
 from hub.invitations import views as invitations
 from hub.keys import views as keys
 from hub.keys.cache import KeyCache
+from hub.ledger.purses import Purses
 from hub.metrics import Metrics
 from hub.pages import views as pages
 from hub.proxy import views as proxy
 from hub.proxy.admission import Admission
 from hub.proxy.forward import Proxy
+from hub.proxy.recorder import Recorder
 from hub.proxy.scheduler import Scheduler
 from hub.settings import Settings
 from hub.signin import views as signin
@@ -50,12 +52,15 @@ def create_app(settings: Settings, database: Database | None = None) -> Litestar
         in_flight=lambda: sum(link.in_flight for link in registry.links.values()),
     )
 
-    admission = Admission(db, background, hold_seconds=settings.queue_wait_seconds + settings.upstream_timeout + 60)
-    housekeeping = Housekeeping(db)
+    purses = Purses(db, hold_seconds=settings.queue_wait_seconds + settings.upstream_timeout + 60)
+    recorder = Recorder(db, purses)
+    admission = Admission(db, purses, recorder)
+    housekeeping = Housekeeping(db, purses, admission.limiter)
 
     async def shutdown() -> None:
         await housekeeping.stop()
         await background.drain()
+        await recorder.stop()  # after the requests still finishing in the background
         await db.dispose()
 
     return Litestar(
@@ -86,6 +91,7 @@ def create_app(settings: Settings, database: Database | None = None) -> Litestar
                 "background": background,
                 "proxy": Proxy(scheduler, admission, background, metrics, settings.upstream_timeout),
                 "admission": admission,
+                "recorder": recorder,
             }
         ),
         template_config=TemplateConfig(directory=settings.templates_dir, engine=JinjaTemplateEngine),

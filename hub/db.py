@@ -39,11 +39,15 @@ class Database:
         await self.engine.dispose()
 
 
+def insert_ignoring_duplicates(db: AsyncSession, table: type[SQLModel]) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING for this database: rows whose unique key exists are skipped."""
+    insert = postgresql_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+    return insert(table).on_conflict_do_nothing()
+
+
 async def insert_new(db: AsyncSession, table: type[SQLModel], values: dict[str, Any]) -> int | None:
     """INSERT unless a unique key already exists; the new row's id, or None. No savepoint needed."""
-    dialect = db.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(table).values(**values).on_conflict_do_nothing().returning(table.id)  # type: ignore[attr-defined]
+    statement = insert_ignoring_duplicates(db, table).values(**values).returning(table.id)  # type: ignore[attr-defined]
     row = (await db.exec(statement)).first()
     return int(row[0]) if row is not None else None
 

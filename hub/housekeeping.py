@@ -1,4 +1,4 @@
-"""Periodic chores of a running hub: release holds left by a crash, grant the monthly allowance."""
+"""Periodic chores of a running hub: grant the monthly allowance, drop holds and rate counters that expired."""
 
 from __future__ import annotations
 
@@ -7,16 +7,19 @@ import contextlib
 import logging
 
 from hub.db import Database
-from hub.ledger import service as ledger
 from hub.ledger.grants import grant_monthly_allowances
+from hub.ledger.purses import Purses
+from hub.quotas.limiter import Limiter
 
 log = logging.getLogger("gpuclub")
 INTERVAL = 60.0
 
 
 class Housekeeping:
-    def __init__(self, database: Database, interval: float = INTERVAL) -> None:
+    def __init__(self, database: Database, purses: Purses, limiter: Limiter, interval: float = INTERVAL) -> None:
         self.database = database
+        self.purses = purses
+        self.limiter = limiter
         self.interval = interval
         self.task: asyncio.Task[None] | None = None
 
@@ -30,8 +33,9 @@ class Housekeeping:
                 await self.task
 
     async def run_once(self) -> None:
+        released = self.purses.sweep()
+        self.limiter.expire()
         async with self.database.session() as db:
-            released = await ledger.sweep_expired(db)
             granted = await grant_monthly_allowances(db)
         if released or granted:
             log.info("housekeeping: released %d expired holds, granted %d allowances", released, granted)

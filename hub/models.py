@@ -8,7 +8,7 @@ from hub.billing.models import CreditPack, Purchase, StripeEvent
 from hub.club.models import ClubSetting
 from hub.invitations.models import DomainRule, Invitation
 from hub.keys.models import ApiKey
-from hub.ledger.models import Account, Entry, Hold, LedgerTransaction
+from hub.ledger.models import Account, Entry, LedgerTransaction
 from hub.pricing.models import Price
 from hub.quotas.models import KeyPolicy, MemberPolicy
 from hub.usage.models import UsageRecord
@@ -23,7 +23,6 @@ __all__ = [
     "CreditPack",
     "DomainRule",
     "Entry",
-    "Hold",
     "Identity",
     "Invitation",
     "KeyPolicy",

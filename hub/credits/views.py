@@ -36,7 +36,9 @@ async def credits_page(
         request,
         "credits.html",
         block=None if restoring else "history",
-        balance=await ledger.balance_of(db, user.pk),
+        balance=ledger.Balance(
+            (await ledger.balance_of(db, user.pk)).balance, request.app.state.admission.purses.held_by(user.pk)
+        ),
         history=found,
         can_buy=can_buy(settings_of(request)),
         credits=format_credits,

@@ -43,8 +43,13 @@ async def grant(
     return done
 
 
-async def deduct(db: AsyncSession, actor: User | None, user: User, amount: int, *, reason: str = "") -> None:
-    """Take credits back, never more than the member has available (held credits stay with their requests)."""
+async def deduct(
+    db: AsyncSession, actor: User | None, user: User, amount: int, *, reason: str = "", held: int = 0
+) -> None:
+    """Take credits back, never more than the member has available.
+
+    `held` is what the member's requests in flight hold (the hub's purses know it): those credits stay with them.
+    """
     if actor is not None:
         require_admin(actor)
     if amount <= 0:
@@ -54,7 +59,7 @@ async def deduct(db: AsyncSession, actor: User | None, user: User, amount: int, 
     # Reserve the amount first with the same guard a hold uses, so a deduction cannot overdraw either.
     taken = await db.exec(
         update(Account)
-        .where(col(Account.id) == member.id, col(Account.balance) - col(Account.held) >= amount)
+        .where(col(Account.id) == member.id, col(Account.balance) - col(Account.held) >= amount + held)
         .values(held=Account.held + amount)
     )
     if taken.rowcount != 1:  # nothing was changed, so there is nothing to roll back

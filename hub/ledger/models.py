@@ -1,8 +1,9 @@
 """The credit ledger: accounts, append-only double-entry transactions, and holds.
 
 Amounts are integers in micro-credits (1 credit = 1,000,000). Every transaction's entries sum to zero. An
-account's `balance` is a cache of the sum of its entries, and `held` of its open holds; both are changed only in
-the same database transaction as the rows they summarise, and `gpuclub ledger check` verifies them.
+account's `balance` is a cache of the sum of its entries, changed only in the same database transaction as the
+entries, and `gpuclub ledger check` verifies it. Credits held for requests in flight live in the hub's memory
+(`hub.ledger.purses`); `held` is set only inside a transaction that takes credits back, and is zero at rest.
 """
 
 from __future__ import annotations
@@ -54,17 +55,3 @@ class Entry(SQLModel, table=True):
     transaction_id: int = Field(foreign_key="ledger_transactions.id", index=True, ondelete="RESTRICT")
     account_id: int = Field(foreign_key="accounts.id", index=True, ondelete="RESTRICT")
     amount: int = Field(sa_type=BigInteger)
-
-
-class Hold(SQLModel, table=True):
-    """Credits reserved for a request in flight; released (and the actual cost posted) when it ends."""
-
-    __tablename__ = "holds"
-
-    id: int | None = Field(default=None, primary_key=True)
-    request_id: str = Field(max_length=64, unique=True)
-    account_id: int = Field(foreign_key="accounts.id", index=True, ondelete="RESTRICT")
-    amount: int = Field(sa_type=BigInteger)
-    created_at: datetime = Field(default_factory=utcnow)
-    expires_at: datetime = Field(index=True)
-    released_at: datetime | None = None

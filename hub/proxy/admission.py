@@ -1,7 +1,7 @@
-"""Letting a request in: quotas first (in memory), then a credit hold sized from the request (one guarded write).
+"""Letting a request in: quotas, then credits held for it, both in memory, so admission rarely waits for the database.
 
-After the request, `finish` frees its quota slot at once and, in the background, settles the hold (posting what
-was delivered) and writes the usage row, in one database transaction.
+After the request, `finish` frees its quota slot and its hold at once and queues what it cost and used for the
+recorder, which writes many finished requests in one transaction.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import select
 
-from hub.background import Background
 from hub.db import Database
 from hub.errors import InsufficientCredits
-from hub.ledger import service as ledger
+from hub.ledger.batch import Charge
+from hub.ledger.purses import Purses
 from hub.pricing import service as pricing
 from hub.pricing.service import Rate
 from hub.proxy.meter import Counts, estimate_tokens, prompt_chars
+from hub.proxy.recorder import Finished, Recorder
 from hub.quotas import service as quotas
 from hub.quotas.limiter import Limiter, Scope, Ticket
 from hub.quotas.service import Limits
@@ -38,6 +39,7 @@ class Pass:
     rate: Rate
     ticket: Ticket
     held: int
+    fee_bps: int = 0
     own_only: bool = False
     finished: bool = False
 
@@ -51,8 +53,8 @@ class _Cached:
 @dataclass
 class Admission:
     database: Database
-    background: Background
-    hold_seconds: float
+    purses: Purses
+    recorder: Recorder
     limiter: Limiter = field(default_factory=Limiter)
     cache: dict[tuple[str, Any], _Cached] = field(default_factory=dict)
 
@@ -97,9 +99,9 @@ class Admission:
         admitted = Pass(call_id=call_id, user_id=user_id, rate=rate, ticket=ticket, held=0)
         if amount <= 0:
             return admitted
+        admitted.fee_bps = await self._cached(("fee", None), pricing.fee_bps)
         try:
-            async with self.database.session() as db:
-                await ledger.place_hold(db, user_id, amount, call_id, seconds=self.hold_seconds)
+            await self.purses.reserve(user_id, amount, call_id)
         except InsufficientCredits:
             if not owns_agent_for_model:
                 self.limiter.finish(ticket, 0)
@@ -131,26 +133,21 @@ class Admission:
         provider_id: int | None,
         counts: Counts,
         delivered: bool,
-        usage: UsageRecord | None,
-        fee_bps: int | None = None,
+        usage: dict[str, Any] | None,
     ) -> None:
-        """The request is over: quotas now, money and usage in the background (one transaction)."""
+        """The request is over: quotas and its hold now; cost and usage are queued for the recorder."""
         if admitted.finished:
             return
         admitted.finished = True
         self.limiter.finish(admitted.ticket, counts.prompt_tokens + counts.completion_tokens if delivered else 0)
         cost = admitted.rate.cost(counts.prompt_tokens, counts.completion_tokens) if delivered else 0
-        self.background.spawn(self._settle(admitted, provider_id, cost, usage))
-
-    async def _settle(self, admitted: Pass, provider_id: int | None, cost: int, usage: UsageRecord | None) -> None:
-        async with self.database.session() as db:
-            if admitted.held or cost:
-                fee = await pricing.fee_bps(db)
-                charge = ledger.Charge(admitted.user_id, provider_id, cost, fee)
-                await ledger.settle(db, admitted.call_id, charge, memo=usage.model if usage else "")
-            if usage is not None:
-                db.add(usage)
-            await db.commit()
+        charge = None
+        if admitted.held or cost:
+            self.purses.release(admitted.user_id, admitted.call_id, cost=cost)
+            memo = str(usage["model"]) if usage else ""
+            charge = Charge(admitted.call_id, admitted.user_id, provider_id, cost, admitted.fee_bps, memo)
+        if charge is not None or usage is not None:
+            self.recorder.add(Finished(charge, usage))
 
 
 def _max_tokens(body: dict[str, Any], default: int) -> int:

@@ -19,13 +19,13 @@ from litestar.response import Stream
 
 from hub.agents.live import AgentLost, Exchange, Link
 from hub.background import Background
+from hub.db import utcnow
 from hub.errors import HubError, UpstreamFailed
 from hub.keys.cache import Caller
 from hub.metrics import Metrics
 from hub.proxy.admission import Admission, Pass
 from hub.proxy.meter import Counts, StreamMeter, counts_of_answer
 from hub.proxy.scheduler import Scheduler
-from hub.usage.models import UsageRecord
 
 PASS_HEADERS = ("content-type",)
 T = TypeVar("T")
@@ -194,7 +194,7 @@ class Proxy:
         error: str = "",
         first: float | None = None,
     ) -> None:
-        """Free the slot, settle the credits and record the request; database writes happen in the background."""
+        """Free the slot and the hold; the recorder writes the cost and the usage row with the next batch."""
         self.scheduler.release(link)
         now = time.monotonic()
         ttft = first - call.arrived if first is not None else None
@@ -206,23 +206,24 @@ class Proxy:
             ttft=ttft,
             seconds=now - call.arrived,
         )
-        entry = UsageRecord(
+        entry = {  # a row of the usage table
             # The call's id (shared with its hold and its ledger transaction), not the attempt's.
-            request_id=call.admitted.call_id if call.admitted else request_id,
-            user_id=call.caller.user_id,
-            key_id=call.caller.key_id,
-            agent_id=link.agent_id,
-            model=call.model[:200],
-            endpoint=call.path.removeprefix("/v1/")[:40],
-            stream=call.stream,
-            status=status,
-            prompt_tokens=counts.prompt_tokens,
-            completion_tokens=counts.completion_tokens,
-            estimated=counts.estimated,
-            ttft_ms=round(ttft * 1000) if ttft is not None else None,
-            duration_ms=round((now - call.arrived) * 1000),
-            error=error[:300],
-        )
+            "request_id": call.admitted.call_id if call.admitted else request_id,
+            "user_id": call.caller.user_id,
+            "key_id": call.caller.key_id,
+            "agent_id": link.agent_id,
+            "model": call.model[:200],
+            "endpoint": call.path.removeprefix("/v1/")[:40],
+            "stream": call.stream,
+            "status": status,
+            "prompt_tokens": counts.prompt_tokens,
+            "completion_tokens": counts.completion_tokens,
+            "estimated": counts.estimated,
+            "ttft_ms": round(ttft * 1000) if ttft is not None else None,
+            "duration_ms": round((now - call.arrived) * 1000),
+            "error": error[:300],
+            "created_at": utcnow(),
+        }
         # What reached the client is charged: a whole answer, or the part of a stream that got through.
         delivered = status < 400 or (call.stream and first is not None)
         if call.admitted is not None:

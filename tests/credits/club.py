@@ -10,6 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from hub.accounts.models import User
 from hub.db import utcnow
 from hub.ledger import service as ledger
+from hub.ledger.batch import Charge, settle_many
 from hub.usage.models import UsageRecord
 
 CREDIT = 1_000_000
@@ -49,7 +50,8 @@ async def charged(
     db: AsyncSession, consumer: User, provider: User, cost: int, *, model: str = "llama-3-8b", fee_bps: int = 0
 ) -> int:
     """Settle one request the way admission does: the consumer pays, the provider earns, the club keeps its fee."""
-    charge = ledger.Charge(consumer.pk, provider.pk, cost, fee_bps)
-    paid = await ledger.settle(db, uuid.uuid4().hex, charge, memo=model)
+    before = (await ledger.balance_of(db, consumer.pk)).balance
+    charge = Charge(uuid.uuid4().hex, consumer.pk, provider.pk, cost, fee_bps, memo=model)
+    after = (await settle_many(db, [charge]))[consumer.pk]
     await db.commit()
-    return paid
+    return before - after

@@ -13,7 +13,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.app import create_app
 from hub.db import Database
-from hub.ledger import service as ledger
 from hub.ledger.grants import deduct, grant, grant_monthly_allowances
 from hub.quotas import service as quotas
 from hub.settings import Settings, StripeSettings
@@ -28,11 +27,11 @@ def rows(html: str) -> list[str]:
 
 
 async def test_a_member_sees_their_balance_what_is_on_hold_and_what_is_available(
-    client: Client, db: AsyncSession
+    app: Litestar, client: Client, db: AsyncSession
 ) -> None:
     mia = await person(db, "mia@lab.example.org")
     await grant(db, None, mia, 10 * CREDIT, reason="welcome")
-    await ledger.place_hold(db, mia.pk, 2_500_000, "req-1", seconds=60)
+    await app.state.admission.purses.reserve(mia.pk, 2_500_000, "req-1")  # a request in flight
     await sign_in(client, db, mia)
 
     page = text_of((await client.get("/credits")).text)

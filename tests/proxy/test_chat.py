@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -11,7 +12,7 @@ import openai
 import pytest
 
 from tests.proxy.conftest import database_of, proxy_hub
-from tests.support.cluster import Member, agent_process, agent_token, member, recorded, usage_rows
+from tests.support.cluster import Member, agent_process, agent_token, member, recorded
 from tests.support.fake_upstream import RunningFake, fake_upstream
 from tests.support.hub import LiveHub
 
@@ -22,11 +23,11 @@ class Club:
     upstream: RunningFake
     alice: Member
     database: Path
-    seen: int = 0
+    since: str = ""
 
     def new_rows(self, count: int) -> list[dict[str, object]]:
-        """Usage rows written since the test started."""
-        return recorded(self.database, count, where=f"id > {self.seen}")
+        """Usage rows of the requests that finished since the test started (a row is written up to 50 ms later)."""
+        return recorded(self.database, count, where=f"created_at >= '{self.since}'")
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +41,7 @@ def shared_club(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Club]:
 
 @pytest.fixture
 def club(shared_club: Club) -> Club:
-    rows = usage_rows(shared_club.database)
-    shared_club.seen = int(rows[-1]["id"]) if rows else 0  # type: ignore[call-overload]
+    shared_club.since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")  # as SQLite stores it
     return shared_club
 
 
@@ -120,11 +120,13 @@ async def test_async_completions_and_embeddings_work(club: Club) -> None:
 
 
 def test_an_unknown_model_is_404_model_not_found_and_not_recorded(club: Club) -> None:
-    with sdk(club) as client, pytest.raises(openai.NotFoundError) as raised:
-        client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
+    with sdk(club) as client:
+        with pytest.raises(openai.NotFoundError) as raised:
+            client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "hi"}])
+        client.chat.completions.create(model="llama-3-8b", messages=[{"role": "user", "content": "hi"}])
 
     assert raised.value.code == "model_not_found"
-    assert club.new_rows(0) == []
+    assert [row["model"] for row in club.new_rows(1)] == ["llama-3-8b"]  # rows are written in order
 
 
 def test_upstream_client_errors_pass_back_as_they_are(club: Club) -> None:

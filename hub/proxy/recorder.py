@@ -1,0 +1,98 @@
+"""Writing what finished requests cost and used, in batches: one database transaction per batch, not per request.
+
+A finished request is queued at once (its purse keeps the cost reserved meanwhile) and written within `delay`
+seconds together with every other request that finished in that time: their ledger transactions, their usage
+rows and one balance update per account. A batch the database refuses is written again one request at a time,
+so one bad row cannot lose the others. Stopping the hub writes everything still queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert
+
+from hub.db import Database
+from hub.ledger.batch import Charge, settle_many
+from hub.ledger.purses import Purses
+from hub.usage.models import UsageRecord
+
+log = logging.getLogger("gpuclub")
+DELAY_SECONDS = 0.05
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class Finished:
+    charge: Charge | None  # None when the request cost nothing and held nothing
+    usage: dict[str, Any] | None  # a usage row's values
+
+
+class Recorder:
+    def __init__(self, database: Database, purses: Purses, *, delay: float = DELAY_SECONDS) -> None:
+        self.database = database
+        self.purses = purses
+        self.delay = delay
+        self.queue: list[Finished] = []
+        self.wake = asyncio.Event()
+        self.writing = asyncio.Lock()
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, finished: Finished) -> None:
+        self.queue.append(finished)
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._loop())
+        self.wake.set()
+
+    async def flush(self) -> None:
+        """Write everything queued so far (the loop does this by itself; tests and shutdown call it)."""
+        async with self.writing:
+            while self.queue:
+                batch, self.queue = self.queue[:BATCH], self.queue[BATCH:]
+                await self._write(batch)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+            self.task = None
+        await self.flush()
+
+    async def _loop(self) -> None:
+        while True:
+            await self.wake.wait()
+            await asyncio.sleep(self.delay)  # let the requests finishing meanwhile join this batch
+            self.wake.clear()
+            try:
+                # Stopping the hub cancels this loop; a batch already taken from the queue is still written.
+                await asyncio.shield(self.flush())
+            except Exception:  # _write logs what it could not write; the loop must go on
+                log.exception("writing finished requests failed")
+
+    async def _write(self, batch: list[Finished]) -> None:
+        charges = [item.charge for item in batch if item.charge is not None]
+        rows = [item.usage for item in batch if item.usage is not None]
+        try:
+            async with self.database.session() as db:
+                balances = await settle_many(db, charges) if charges else {}
+                if rows:
+                    await db.exec(insert(UsageRecord), params=rows)
+                await db.commit()
+        except Exception:
+            if len(batch) > 1:
+                for item in batch:  # find the one the database refused; write the rest
+                    await self._write([item])
+                return
+            request = batch[0].charge.request_id if batch[0].charge else (batch[0].usage or {}).get("request_id")
+            log.exception("could not record request %s; its cost and usage are lost", request)
+            balances = {}
+        costs: defaultdict[int, int] = defaultdict(int)
+        for charge in charges:
+            costs[charge.consumer_id] += charge.cost
+        self.purses.written(costs, balances)
