@@ -39,7 +39,7 @@ class Database:
         await self.engine.dispose()
 
 
-def insert_ignoring_duplicates(db: AsyncSession, table: type[SQLModel]) -> Any:
+def insert_ignoring_duplicates(db: AsyncSession, table: Any) -> Any:
     """INSERT … ON CONFLICT DO NOTHING for this database: rows whose unique key exists are skipped."""
     insert = postgresql_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
     return insert(table).on_conflict_do_nothing()

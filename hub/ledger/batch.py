@@ -36,10 +36,8 @@ async def settle_many(db: AsyncSession, charges: Sequence[Charge]) -> dict[int, 
     or above zero), counting the requests before it in the same batch.
     """
     users = {c.consumer_id for c in charges} | {c.provider_id for c in charges if c.provider_id is not None}
-    accounts = await _member_accounts(db, users)
-    club = await system_account(db, Kind.CLUB)
-    balance = {user_id: account.balance for user_id, account in accounts.items()}
-    postings: list[tuple[Charge, list[tuple[int, int]]]] = []
+    accounts, balance = await _member_accounts(db, users)
+    postings: list[tuple[Charge, int, int]] = []  # (charge, what was charged, the club's fee)
     for charge in charges:
         if charge.provider_id is None or charge.provider_id == charge.consumer_id:
             continue
@@ -49,37 +47,54 @@ async def settle_many(db: AsyncSession, charges: Sequence[Charge]) -> dict[int, 
         fee = charged * charge.fee_bps // 10_000
         balance[charge.consumer_id] -= charged
         balance[charge.provider_id] += charged - fee
-        moves = [
-            (accounts[charge.consumer_id].id or 0, -charged),
-            (accounts[charge.provider_id].id or 0, charged - fee),
-        ]
-        postings.append((charge, [*moves, (club.id or 0, fee)]))
-    if postings:
-        await _post_many(db, postings)
-    rows = await db.exec(select(Account.user_id, Account.balance).where(col(Account.user_id).in_(users)))
-    return {int(user_id): int(amount) for user_id, amount in rows.all() if user_id is not None}
+        postings.append((charge, charged, fee))
+    if not postings:
+        return balance
+    club = (await system_account(db, Kind.CLUB)).id or 0
+    posted = await _post_many(
+        db,
+        [
+            (
+                charge,
+                [
+                    (accounts[charge.consumer_id], -charged),
+                    (accounts[charge.provider_id or 0], charged - fee),
+                    (club, fee),
+                ],
+            )
+            for charge, charged, fee in postings
+        ],
+    )
+    if not posted:  # some were written before (a retried batch): ask the database what the balances are now
+        query = select(Account.user_id, Account.balance).where(col(Account.user_id).in_(users))
+        return {int(user_id): int(amount) for user_id, amount in (await db.exec(query)).all() if user_id}
+    return balance  # as read at the start, plus this batch (another process's change meanwhile is read later)
 
 
-async def _member_accounts(db: AsyncSession, users: set[int]) -> dict[int, Account]:
-    query = select(Account).where(col(Account.user_id).in_(users))
-    found = {account.user_id: account for account in (await db.exec(query)).all()}
-    for user_id in users - found.keys():  # first use; opened by another writer at the same moment is fine too
-        values = {"kind": Kind.MEMBER, "user_id": user_id, "balance": 0, "held": 0, "created_at": utcnow()}
-        await insert_new(db, Account, values)
-    if users - found.keys():
-        found = {account.user_id: account for account in (await db.exec(query)).all()}
-    return {int(user_id): account for user_id, account in found.items() if user_id is not None}
+async def _member_accounts(db: AsyncSession, users: set[int]) -> tuple[dict[int, int], dict[int, int]]:
+    """Account ids and balances of these members, by user id; accounts are opened on first use."""
+    query = select(Account.user_id, Account.id, Account.balance).where(col(Account.user_id).in_(users))
+    rows = (await db.exec(query)).all()
+    if missing := users - {user_id for user_id, _, _ in rows}:
+        for user_id in missing:  # opened by another writer at the same moment is fine too
+            values = {"kind": Kind.MEMBER, "user_id": user_id, "balance": 0, "held": 0, "created_at": utcnow()}
+            await insert_new(db, Account, values)
+        rows = (await db.exec(query)).all()
+    return {int(u): int(i) for u, i, _ in rows if u and i}, {int(u): int(b) for u, _, b in rows if u}
 
 
-async def _post_many(db: AsyncSession, postings: list[tuple[Charge, list[tuple[int, int]]]]) -> None:
+async def _post_many(db: AsyncSession, postings: list[tuple[Charge, list[tuple[int, int]]]]) -> bool:
+    """Post them all; False when some had been posted before (and were skipped)."""
     now = utcnow()
     headers = [
         {"key": f"request:{c.request_id}", "kind": "usage", "memo": c.memo[:500], "created_by": None, "created_at": now}
         for c, _ in postings
     ]
-    statement = insert_ignoring_duplicates(db, LedgerTransaction).values(headers)
-    statement = statement.returning(LedgerTransaction.id, LedgerTransaction.key)
-    ids = {key: int(tid) for tid, key in (await db.exec(statement)).all()}
+    # Core statements on the tables (not the ORM's bulk path), executed with many parameter sets: compiled once
+    # and cached, whatever the number of rows.
+    transactions = LedgerTransaction.__table__  # type: ignore[attr-defined]
+    statement = insert_ignoring_duplicates(db, transactions).returning(transactions.c.id, transactions.c.key)
+    ids = {key: int(tid) for tid, key in (await db.exec(statement, params=headers)).all()}
     entries: list[dict[str, int]] = []
     change: defaultdict[int, int] = defaultdict(int)
     for charge, moves in postings:
@@ -89,13 +104,13 @@ async def _post_many(db: AsyncSession, postings: list[tuple[Charge, list[tuple[i
             if amount:
                 entries.append({"transaction_id": transaction_id, "account_id": account_id, "amount": amount})
                 change[account_id] += amount
-    if not entries:
-        return
-    await db.exec(insert(Entry), params=entries)
-    accounts = Account.__table__  # type: ignore[attr-defined]
-    adjust = (
-        update(accounts)
-        .where(accounts.c.id == bindparam("account"))
-        .values(balance=accounts.c.balance + bindparam("delta"))
-    )
-    await db.exec(adjust, params=[{"account": a, "delta": d} for a, d in change.items()])
+    if entries:
+        await db.exec(insert(Entry.__table__), params=entries)  # type: ignore[attr-defined]
+        accounts = Account.__table__  # type: ignore[attr-defined]
+        adjust = (
+            update(accounts)
+            .where(accounts.c.id == bindparam("account"))
+            .values(balance=accounts.c.balance + bindparam("delta"))
+        )
+        await db.exec(adjust, params=[{"account": a, "delta": d} for a, d in change.items()])
+    return len(ids) == len(postings)

@@ -23,7 +23,7 @@ from hub.ledger.purses import Purses
 from hub.usage.models import UsageRecord
 
 log = logging.getLogger("gpuclub")
-DELAY_SECONDS = 0.05
+DELAY_SECONDS = 0.2
 BATCH = 500
 
 
@@ -50,11 +50,14 @@ class Recorder:
         self.wake.set()
 
     async def flush(self) -> None:
-        """Write everything queued so far (the loop does this by itself; tests and shutdown call it)."""
+        """Write everything queued so far (the loop does this by itself; tests and shutdown call it).
+
+        What finishes while this batch is being written waits for the next one, so batches stay large.
+        """
         async with self.writing:
-            while self.queue:
-                batch, self.queue = self.queue[:BATCH], self.queue[BATCH:]
-                await self._write(batch)
+            queued, self.queue = self.queue, []
+            for start in range(0, len(queued), BATCH):
+                await self._write(queued[start : start + BATCH])
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -62,7 +65,8 @@ class Recorder:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
             self.task = None
-        await self.flush()
+        while self.queue:
+            await self.flush()
 
     async def _loop(self) -> None:
         while True:
@@ -82,7 +86,7 @@ class Recorder:
             async with self.database.session() as db:
                 balances = await settle_many(db, charges) if charges else {}
                 if rows:
-                    await db.exec(insert(UsageRecord), params=rows)
+                    await db.exec(insert(UsageRecord.__table__), params=rows)  # type: ignore[attr-defined]
                 await db.commit()
         except Exception:
             if len(batch) > 1:
