@@ -6,6 +6,7 @@ recorder, which writes many finished requests in one transaction.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,7 @@ class Admission:
     recorder: Recorder
     limiter: Limiter = field(default_factory=Limiter)
     cache: dict[tuple[str, Any], _Cached] = field(default_factory=dict)
+    loading: dict[tuple[str, Any], asyncio.Future[Any]] = field(default_factory=dict)
 
     def forget(self) -> None:
         """Prices, fees or limits changed: read them again on the next request."""
@@ -66,10 +68,20 @@ class Admission:
         hit = self.cache.get(key)
         if hit is not None and hit.until > time.monotonic():
             return hit.value
-        async with self.database.session() as db:
-            value = await load(db)
-        self.cache[key] = _Cached(time.monotonic() + CACHE_SECONDS, value)
-        return value
+        # However many requests find it stale at once, one of them reads it; the others wait for that answer.
+        loading = self.loading.get(key)
+        if loading is None:
+            loading = self.loading[key] = asyncio.ensure_future(self._load(key, load))
+        return await asyncio.shield(loading)
+
+    async def _load(self, key: tuple[str, Any], load: Any) -> Any:
+        try:
+            async with self.database.session() as db:
+                value = await load(db)
+            self.cache[key] = _Cached(time.monotonic() + CACHE_SECONDS, value)
+            return value
+        finally:
+            self.loading.pop(key, None)
 
     async def admit(
         self,
