@@ -10,12 +10,12 @@ import asyncio
 import json
 import re
 import ssl
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
 
+import aiohttp
 import httpx
 
 CONNECT_TIMEOUT = 10.0
@@ -36,33 +36,25 @@ def make_client(verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
 
 
 class Clients:
-    """httpx clients for forwarding, lent out one request at a time.
+    """The connections that forward requests: one aiohttp session, opened on first use.
 
-    httpcore's pool walks every connection it holds on each request and on each release, so one client shared by
-    dozens of requests in flight spends more CPU on that walk than on HTTP (the agent used 2-3 times the CPU per
-    request at 32 concurrent requests as at one). A client per request in flight keeps each walk to one or two
-    connections. Up to `keep` idle clients (and their keep-alive connections) are kept, the rest closed.
+    Discovery uses httpx (`make_client`); forwarding is the agent's hot path, and httpx's HTTP/1.1 parser (h11,
+    pure Python) and pool bookkeeping cost more CPU per request than everything else the agent does. aiohttp parses
+    HTTP in C and keeps its pool cheap however many requests are in flight.
     """
 
-    def __init__(self, keep: int = 32) -> None:
-        self.keep = keep
-        self.idle: list[httpx.AsyncClient] = []
-        self._ssl: ssl.SSLContext | None = None  # one for all clients: building one loads every CA certificate
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
 
-    @asynccontextmanager
-    async def lend(self) -> AsyncIterator[httpx.AsyncClient]:
-        if self.idle:
-            client = self.idle.pop()
-        else:
-            self._ssl = self._ssl or httpx.create_ssl_context()
-            client = make_client(self._ssl)
-        try:
-            yield client
-        finally:
-            if len(self.idle) < self.keep and not client.is_closed:
-                self.idle.append(client)
-            else:
-                await client.aclose()
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                # Concurrency is bounded by the agent's capacity, so the pool needs no limit of its own.
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30),
+                timeout=aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT),
+                cookie_jar=aiohttp.DummyCookieJar(),  # nothing from an upstream is kept or sent back
+            )
+        return self._session
 
     async def __aenter__(self) -> Clients:
         return self
@@ -70,9 +62,9 @@ class Clients:
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        idle, self.idle = self.idle, []
-        for client in idle:
-            await client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 def _headers(key: str | None) -> dict[str, str]:
@@ -197,29 +189,24 @@ def requested_model(body: str) -> str | None:
 
 async def forward(clients: Clients, upstream: str, path: str, body: str, key: str | None, sink: Sink) -> None:
     """POST the body unchanged and pass every chunk on as it arrives; raises UpstreamFailed."""
-    # identity: the bytes go to the hub untouched, so they must not be compressed on the way here.
+    # identity: the bytes go to the hub untouched, so they must not be compressed on the way here (a server that
+    # compresses anyway is decoded by aiohttp rather than forwarded as bytes nobody can read).
     headers = {"content-type": "application/json", "accept-encoding": "identity", **_headers(key)}
     started = False
     try:
-        async with (
-            clients.lend() as client,
-            client.stream("POST", upstream + path, content=body.encode(), headers=headers) as response,
-        ):
+        async with clients.session().post(upstream + path, data=body.encode(), headers=headers) as response:
             started = True
             await sink.start(
-                response.status_code, {h: response.headers[h] for h in FORWARDED_HEADERS if h in response.headers}
+                response.status, {h: response.headers[h] for h in FORWARDED_HEADERS if h in response.headers}
             )
-            # A server that compresses anyway gets decoded here rather than forwarded as bytes nobody can read.
-            encoded = response.headers.get("content-encoding", "identity").lower() != "identity"
-            chunks = response.aiter_bytes() if encoded else response.aiter_raw()
-            async for data in chunks:
+            async for data in response.content.iter_any():
                 if data:
                     await sink.chunk(data)
-    except httpx.TimeoutException as exc:
+    except TimeoutError as exc:
         if started:
             raise UpstreamFailed(f"the model server stopped sending for {READ_TIMEOUT:g} s") from exc
         raise UpstreamFailed("the model server did not answer in time") from exc
-    except httpx.HTTPError as exc:
+    except aiohttp.ClientError as exc:
         if started:
             raise UpstreamFailed(f"the model server broke off the response ({type(exc).__name__})") from exc
         raise UpstreamFailed(f"the model server could not be reached ({type(exc).__name__})") from exc
