@@ -65,8 +65,10 @@ class Recorder:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
             self.task = None
-        while self.queue:
-            await self.flush()
+        while True:
+            await self.flush()  # after the batch the loop may still be writing
+            if not self.queue:
+                return
 
     async def _loop(self) -> None:
         while True:
