@@ -91,7 +91,7 @@ def cmd_ledger_check(run: Runner, settings: Settings, _args: argparse.Namespace)
         problems = await ledger.check(db)
         if problems:
             raise HubError(f"the ledger has {len(problems)} problem(s): " + "; ".join(problems))
-        return "ledger OK: every transaction balances, cached balances and holds match"
+        return "ledger OK: every transaction balances and every cached balance matches its entries"
 
     return str(run(settings, job))
 
