@@ -13,6 +13,7 @@ already spent is written off and said so in the ledger memo.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import update
@@ -37,8 +38,12 @@ HANDLED = CHECKOUT_PAID | {"charge.refunded", "charge.dispute.created"}
 ATTEMPTS = 5  # a concurrent change to the same row makes a guarded UPDATE miss; read again and retry
 
 
-async def handle_event(db: AsyncSession, event: Json) -> str:
-    """Apply one verified event; returns what happened, in a few words. Commits only when something changed."""
+async def handle_event(db: AsyncSession, event: Json, held_by: Callable[[int], int] = lambda _: 0) -> str:
+    """Apply one verified event; returns what happened, in a few words. Commits only when something changed.
+
+    `held_by(user_id)` is what the member's requests in flight hold (the hub's purses): taking credits back
+    leaves those alone.
+    """
     kind: str = event["type"]
     if kind not in HANDLED:
         return "ignored"
@@ -49,9 +54,9 @@ async def handle_event(db: AsyncSession, event: Json) -> str:
     if kind in CHECKOUT_PAID:
         outcome = "credited" if await fulfil_checkout(db, obj) else None
     elif kind == "charge.refunded":
-        outcome = await _refund(db, obj)
+        outcome = await _refund(db, obj, held_by)
     else:
-        outcome = await _dispute(db, obj)
+        outcome = await _dispute(db, obj, held_by)
     if outcome is None:
         await db.rollback()  # nothing to do: no record either, so the event stays as if never received
         return "nothing to do"
@@ -71,7 +76,7 @@ async def _first_delivery(db: AsyncSession, event_id: str, kind: str) -> bool:
     return (await db.exec(statement)).first() is not None
 
 
-async def _refund(db: AsyncSession, charge: Json) -> str | None:
+async def _refund(db: AsyncSession, charge: Json, held_by: Callable[[int], int]) -> str | None:
     charge_id, payment_intent = charge.get("id"), id_of(charge.get("payment_intent"))
     purchase = await purchase_by(db, payment_intent=payment_intent) if payment_intent else None
     if purchase is None or purchase.status == PurchaseStatus.PENDING:
@@ -86,6 +91,7 @@ async def _refund(db: AsyncSession, charge: Json) -> str | None:
     return await _take_back(
         db,
         purchase,
+        held_by(purchase.user_id),
         purchase.credits * refunded // amount,
         key=f"stripe:refund:{charge_id}:{refunded}",
         kind="refund",
@@ -95,7 +101,7 @@ async def _refund(db: AsyncSession, charge: Json) -> str | None:
     )
 
 
-async def _dispute(db: AsyncSession, dispute: Json) -> str | None:
+async def _dispute(db: AsyncSession, dispute: Json, held_by: Callable[[int], int]) -> str | None:
     dispute_id, payment_intent = dispute.get("id"), id_of(dispute.get("payment_intent"))
     purchase = await purchase_by(db, payment_intent=payment_intent) if payment_intent else None
     if purchase is None or purchase.status == PurchaseStatus.PENDING:
@@ -104,6 +110,7 @@ async def _dispute(db: AsyncSession, dispute: Json) -> str | None:
     return await _take_back(
         db,
         purchase,
+        held_by(purchase.user_id),
         purchase.credits,
         key=f"stripe:dispute:{dispute_id}",
         kind="dispute",
@@ -113,7 +120,7 @@ async def _dispute(db: AsyncSession, dispute: Json) -> str | None:
 
 
 async def _take_back(
-    db: AsyncSession, purchase: Purchase, total: int, *, key: str, kind: str, why: str, **values: Any
+    db: AsyncSession, purchase: Purchase, held: int, total: int, *, key: str, kind: str, why: str, **values: Any
 ) -> str | None:
     """Bring the purchase's reversed credits up to `total`, taking back only the difference not yet reversed."""
     for _ in range(ATTEMPTS):
@@ -132,7 +139,7 @@ async def _take_back(
             break
     else:
         raise RuntimeError(f"purchase #{purchase.id} kept changing while a {kind} was applied")
-    taken = await _reserve_up_to(db, purchase.user_id, due)
+    taken = await _reserve_up_to(db, purchase.user_id, due, held)
     memo = f"{why} for purchase #{purchase.id}: took back {format_credits(taken)} of {format_credits(due)} credits"
     if taken < due:
         memo += f"; shortfall {format_credits(due - taken)} credits (already spent, written off)"
@@ -146,7 +153,7 @@ async def _take_back(
     )
 
 
-async def _reserve_up_to(db: AsyncSession, user_id: int, wanted: int) -> int:
+async def _reserve_up_to(db: AsyncSession, user_id: int, wanted: int, held: int) -> int:
     """How much of `wanted` the member has available, made safe to take.
 
     The same guarded UPDATE a hold uses checks the balance, so a request reserving credits at the same moment
@@ -155,12 +162,12 @@ async def _reserve_up_to(db: AsyncSession, user_id: int, wanted: int) -> int:
     account = await account_for(db, user_id)
     for _ in range(ATTEMPTS):
         await db.refresh(account)
-        take = max(0, min(wanted, account.balance - account.held))
+        take = max(0, min(wanted, account.balance - account.held - held))
         if take == 0:
             return 0
         guarded = await db.exec(
             update(Account)
-            .where(col(Account.id) == account.id, col(Account.balance) - col(Account.held) >= take)
+            .where(col(Account.id) == account.id, col(Account.balance) - col(Account.held) >= take + held)
             .values(held=Account.held + take)
         )
         if guarded.rowcount == 1:

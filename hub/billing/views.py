@@ -76,7 +76,9 @@ async def stripe_webhook(request: Request[Any, Any, Any], db: Db) -> Response[di
     # Stripe is the caller: the signature is the authorization, checked before anything is read or written.
     api = stripe_api(request)
     event = api.verify_event(await request.body(), request.headers.get("stripe-signature"))
-    outcome = await handle_event(db, event)
+    purses = request.app.state.admission.purses
+    outcome = await handle_event(db, event, purses.held_by)
+    purses.stale_all()  # a payment or a refund changed a balance: read balances again before the next holds
     return Response({"received": True, "outcome": outcome})
 
 

@@ -141,9 +141,9 @@ async def credits_move(request: Request[Any, Any, Any], db: Db, viewer: Viewer) 
     target = await club.member_by_email(db, user, form.get("email", ""))
     reason = form.get("reason", "")
     purses = request.app.state.admission.purses
-    purses.stale(target.pk)
     if action == "deduct":
         await deduct(db, user, target, amount, reason=reason, held=purses.held_by(target.pk))
+        purses.stale(target.pk)
         message = f"Deducted {format_credits(amount)} credits from {target.display_name}."
     else:
         once = form.get("once", "")

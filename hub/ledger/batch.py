@@ -73,7 +73,14 @@ async def settle_many(db: AsyncSession, charges: Sequence[Charge]) -> dict[int, 
 
 async def _member_accounts(db: AsyncSession, users: set[int]) -> tuple[dict[int, int], dict[int, int]]:
     """Account ids and balances of these members, by user id; accounts are opened on first use."""
-    query = select(Account.user_id, Account.id, Account.balance).where(col(Account.user_id).in_(users))
+    # Locked until commit (PostgreSQL), so no deduction lands between this read and the charges; on SQLite the
+    # caller's transaction already holds the database's write lock (the recorder writes the usage rows first).
+    query = (
+        select(Account.user_id, Account.id, Account.balance)
+        .where(col(Account.user_id).in_(users))
+        .order_by(col(Account.id))
+        .with_for_update()
+    )
     rows = (await db.exec(query)).all()
     if missing := users - {user_id for user_id, _, _ in rows}:
         for user_id in missing:  # opened by another writer at the same moment is fine too

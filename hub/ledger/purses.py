@@ -83,9 +83,17 @@ class Purses:
                 purse.version += 1
 
     def stale(self, user_id: int) -> None:
-        """The balance was changed here, outside the writer (an admin's grant): read it again before the next hold."""
+        """The balance was changed outside the writer (an admin's grant): read it again before the next hold.
+
+        Call it after the change is committed; a read already under way is dropped (its number may be older).
+        """
         if (purse := self.purses.get(user_id)) is not None:
             purse.read_at = float("-inf")
+            purse.version += 1
+
+    def stale_all(self) -> None:
+        for user_id in self.purses:
+            self.stale(user_id)
 
     def held_by(self, user_id: int) -> int:
         purse = self.purses.get(user_id)

@@ -2,8 +2,9 @@
 
 A finished request is queued at once (its purse keeps the cost reserved meanwhile) and written within `delay`
 seconds together with every other request that finished in that time: their ledger transactions, their usage
-rows and one balance update per account. A batch the database refuses is written again one request at a time,
-so one bad row cannot lose the others. Stopping the hub writes everything still queued.
+rows and one balance update per account. A batch the database refuses (a bad row) is written again one request
+at a time, so one bad row cannot lose the others; while the database cannot be reached, batches stay queued
+(their costs stay reserved) and are tried again. Stopping the hub writes everything still queued.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import insert
+from sqlalchemy.exc import DataError, IntegrityError
 
 from hub.db import Database
 from hub.ledger.batch import Charge, settle_many
@@ -25,6 +27,8 @@ from hub.usage.models import UsageRecord
 log = logging.getLogger("gpuclub")
 DELAY_SECONDS = 0.2
 BATCH = 500
+RETRY_SECONDS = 2.0
+ATTEMPTS = 3  # when stopping
 
 
 @dataclass(frozen=True)
@@ -42,8 +46,12 @@ class Recorder:
         self.wake = asyncio.Event()
         self.writing = asyncio.Lock()
         self.task: asyncio.Task[None] | None = None
+        self.stopped = False
 
     def add(self, finished: Finished) -> None:
+        if self.stopped:
+            log.error("a request finished after the hub stopped writing; its cost and usage are not recorded")
+            return
         self.queue.append(finished)
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(self._loop())
@@ -57,7 +65,13 @@ class Recorder:
         async with self.writing:
             queued, self.queue = self.queue, []
             for start in range(0, len(queued), BATCH):
-                await self._write(queued[start : start + BATCH])
+                try:
+                    await self._write(queued[start : start + BATCH])
+                except Exception:
+                    # The database is away (or something else went wrong): keep what is not written, in order,
+                    # ahead of what finished meanwhile; the costs stay reserved; the next round tries again.
+                    self.queue[:0] = queued[start:]
+                    raise
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -65,10 +79,16 @@ class Recorder:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
             self.task = None
-        while True:
-            await self.flush()  # after the batch the loop may still be writing
+        for _ in range(ATTEMPTS):
+            try:
+                await self.flush()  # after the batch the loop may still be writing
+            except Exception:
+                log.exception("writing finished requests failed while stopping")
             if not self.queue:
-                return
+                break
+        else:
+            log.error("%d finished requests could not be written before the hub stopped", len(self.queue))
+        self.stopped = True
 
     async def _loop(self) -> None:
         while True:
@@ -78,19 +98,21 @@ class Recorder:
             try:
                 # Stopping the hub cancels this loop; a batch already taken from the queue is still written.
                 await asyncio.shield(self.flush())
-            except Exception:  # _write logs what it could not write; the loop must go on
-                log.exception("writing finished requests failed")
+            except Exception:  # what was not written is queued again; the loop must go on
+                log.exception("writing finished requests failed; trying again")
+                self.wake.set()
+                await asyncio.sleep(RETRY_SECONDS)
 
     async def _write(self, batch: list[Finished]) -> None:
         charges = [item.charge for item in batch if item.charge is not None]
         rows = [item.usage for item in batch if item.usage is not None]
         try:
             async with self.database.session() as db:
-                balances = await settle_many(db, charges) if charges else {}
-                if rows:
+                if rows:  # first: on SQLite this takes the write lock before the balances are read
                     await db.exec(insert(UsageRecord.__table__), params=rows)  # type: ignore[attr-defined]
+                balances = await settle_many(db, charges) if charges else {}
                 await db.commit()
-        except Exception:
+        except (IntegrityError, DataError):
             if len(batch) > 1:
                 for item in batch:  # find the one the database refused; write the rest
                     await self._write([item])

@@ -8,7 +8,8 @@ import threading
 import uuid
 
 import pytest
-from sqlalchemy import func
+from sqlalchemy import func, text
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -157,6 +158,34 @@ async def test_a_row_the_database_refuses_does_not_lose_the_rest_of_its_batch(
     assert (await ledger.balance_of(db, alice.pk)).balance == 3 * CREDIT
     assert "could not record request b" in caplog.text
     assert purses.held_by(alice.pk) == 0  # nothing stays reserved for what could not be written
+    assert await ledger.check(db) == []
+
+
+async def test_while_the_database_cannot_take_a_batch_it_stays_queued_and_is_written_later(
+    database: Database, db: AsyncSession
+) -> None:
+    alice = await person(db, "alice@lab.example.org")
+    owner = await person(db, "owner@lab.example.org")
+    await grant(db, None, alice, 5 * CREDIT)
+    purses = Purses(database, hold_seconds=60)
+    recorder = Recorder(database, purses)
+    await purses.reserve(alice.pk, CREDIT, "call")
+    purses.release(alice.pk, "call", cost=CREDIT)
+    recorder.queue = [Finished(Charge("call", alice.pk, owner.pk, CREDIT, 0), usage(alice, "call"))]
+    await db.exec(text("ALTER TABLE usage RENAME TO usage_away"))  # type: ignore[call-overload]
+    await db.commit()
+
+    with pytest.raises(DBAPIError):
+        await recorder.flush()
+    reserved_meanwhile = purses.held_by(alice.pk)
+    await db.exec(text("ALTER TABLE usage_away RENAME TO usage"))  # type: ignore[call-overload]
+    await db.commit()
+    await recorder.flush()
+
+    assert reserved_meanwhile == CREDIT
+    assert purses.held_by(alice.pk) == 0
+    assert await count(db, UsageRecord) == 1
+    assert (await ledger.balance_of(db, alice.pk)).balance == 4 * CREDIT
     assert await ledger.check(db) == []
 
 
