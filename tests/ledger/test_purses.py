@@ -43,6 +43,15 @@ def usage(user: User, request_id: str | None = None) -> dict[str, object]:
     }
 
 
+async def consumer_and_owner(database: Database, db: AsyncSession) -> tuple[User, User, Purses, Recorder]:
+    """Alice with 5 credits, the owner of the GPU she uses, and the hub's purses and recorder."""
+    alice = await person(db, "alice@lab.example.org")
+    owner = await person(db, "owner@lab.example.org")
+    await grant(db, None, alice, 5 * CREDIT)
+    purses = Purses(database, hold_seconds=60)
+    return alice, owner, purses, Recorder(database, purses)
+
+
 async def count(db: AsyncSession, table: type[UsageRecord] | type[LedgerTransaction]) -> int:
     return int((await db.exec(select(func.count()).select_from(table))).one())
 
@@ -94,11 +103,7 @@ async def test_a_hold_whose_request_never_finished_expires(database: Database, d
 async def test_a_finished_request_stays_reserved_until_the_recorder_writes_it(
     database: Database, db: AsyncSession
 ) -> None:
-    alice = await person(db, "alice@lab.example.org")
-    owner = await person(db, "owner@lab.example.org")
-    await grant(db, None, alice, 5 * CREDIT)
-    purses = Purses(database, hold_seconds=60)
-    recorder = Recorder(database, purses)
+    alice, owner, purses, recorder = await consumer_and_owner(database, db)
     await purses.reserve(alice.pk, 3 * CREDIT, "call")
 
     purses.release(alice.pk, "call", cost=2 * CREDIT)
@@ -135,11 +140,7 @@ async def test_a_batch_charges_each_request_once_and_never_below_zero(db: AsyncS
 async def test_a_row_the_database_refuses_does_not_lose_the_rest_of_its_batch(
     database: Database, db: AsyncSession, caplog: pytest.LogCaptureFixture
 ) -> None:
-    alice = await person(db, "alice@lab.example.org")
-    owner = await person(db, "owner@lab.example.org")
-    await grant(db, None, alice, 5 * CREDIT)
-    purses = Purses(database, hold_seconds=60)
-    recorder = Recorder(database, purses)
+    alice, owner, purses, recorder = await consumer_and_owner(database, db)
     await recorder.flush()
     for name in ("a", "b", "c"):
         await purses.reserve(alice.pk, CREDIT, name)
@@ -164,11 +165,7 @@ async def test_a_row_the_database_refuses_does_not_lose_the_rest_of_its_batch(
 async def test_while_the_database_cannot_take_a_batch_it_stays_queued_and_is_written_later(
     database: Database, db: AsyncSession
 ) -> None:
-    alice = await person(db, "alice@lab.example.org")
-    owner = await person(db, "owner@lab.example.org")
-    await grant(db, None, alice, 5 * CREDIT)
-    purses = Purses(database, hold_seconds=60)
-    recorder = Recorder(database, purses)
+    alice, owner, purses, recorder = await consumer_and_owner(database, db)
     await purses.reserve(alice.pk, CREDIT, "call")
     purses.release(alice.pk, "call", cost=CREDIT)
     recorder.queue = [Finished(Charge("call", alice.pk, owner.pk, CREDIT, 0), usage(alice, "call"))]
