@@ -14,7 +14,7 @@ RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir .
 
 FROM python:3.11-slim-bookworm
 RUN useradd --system --uid 10001 --create-home --home-dir /home/gpuclub gpuclub \
-    && mkdir -p /data && chown gpuclub:gpuclub /data
+    && mkdir -p /data && chown gpuclub:gpuclub /data && chmod 700 /data
 COPY --from=python /opt/venv /opt/venv
 WORKDIR /app
 COPY hub hub

@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from hub.files import private_file
+
 
 def utcnow() -> datetime:
     """Aware UTC; SQLModel's UTCDateTime stores and returns it the same way on SQLite and PostgreSQL."""
@@ -57,7 +59,7 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(url, echo=echo, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        private_file(Path(parsed.database))  # before SQLite creates it with the umask's mode
     engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
     event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
