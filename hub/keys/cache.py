@@ -1,6 +1,7 @@
 """A short-lived cache of API key checks, so the `/v1` hot path usually touches no database at all.
 
-Entries live a few seconds; revoking a key or suspending a member clears this process's cache at once.
+Entries live a few seconds; revoking a key, changing whose GPUs it reaches or suspending a member clears this
+process's cache at once.
 """
 
 from __future__ import annotations
@@ -17,15 +18,17 @@ from hub import tokens
 from hub.db import utcnow
 from hub.errors import InvalidApiKey
 from hub.keys import service as keys
+from hub.keys.trust import ANY, Scope
 
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling `/v1`: the member and the key, as plain values."""
+    """Who is calling `/v1`: the member, the key, and whose GPUs the key may reach, as plain values."""
 
     user_id: int
     key_id: int
     expires_at: datetime | None
+    scope: Scope = ANY
 
 
 class KeyCache:
@@ -46,7 +49,8 @@ class KeyCache:
             raise InvalidApiKey("Incorrect API key provided. Create one on the hub's API keys page.")
         async with session() as db:
             user, key = await keys.authenticate(db, secret)
-        caller = Caller(user_id=user.pk, key_id=key.id or 0, expires_at=key.expires_at)
+            scope = await keys.scope_of(db, key)
+        caller = Caller(user_id=user.pk, key_id=key.id or 0, expires_at=key.expires_at, scope=scope)
         if len(self.entries) >= self.max_entries:
             self.entries.clear()
         self.entries[digest] = (now + self.ttl, caller)

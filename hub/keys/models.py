@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlmodel import Field, SQLModel
 
 from hub.db import utcnow
+from hub.keys.trust import Trust
 
 
 class ApiKey(SQLModel, table=True):
@@ -21,6 +22,8 @@ class ApiKey(SQLModel, table=True):
     expires_at: datetime | None = None
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+    # Whose GPUs may see this key's prompts (hub.keys.trust); "trusted" names the members in key_trusted_providers.
+    trust: str = Field(default=Trust.ANY, max_length=16)
 
     def state(self, now: datetime) -> str:
         if self.revoked_at is not None:
@@ -28,3 +31,12 @@ class ApiKey(SQLModel, table=True):
         if self.expires_at is not None and self.expires_at <= now:
             return "expired"
         return "active"
+
+
+class TrustedProvider(SQLModel, table=True):
+    """A member whose GPUs a `trusted` key may use."""
+
+    __tablename__ = "key_trusted_providers"
+
+    key_id: int = Field(primary_key=True, foreign_key="api_keys.id", ondelete="CASCADE")
+    user_id: int = Field(primary_key=True, foreign_key="users.id", ondelete="CASCADE")

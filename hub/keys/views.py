@@ -1,4 +1,4 @@
-"""The API keys page: create (secret shown once), list, revoke."""
+"""The API keys page: create (secret shown once), list, limit whose GPUs a key reaches, revoke."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from hub.accounts.models import User
 from hub.db import utcnow
 from hub.errors import BadRequest
 from hub.keys import service as keys
+from hub.keys.trust import REACH, Trust, parse_trust, split_emails
 from hub.web.context import Db, Viewer, signed_in
 from hub.web.render import is_htmx, page
 
@@ -31,8 +32,14 @@ def parse_expiry(text: str) -> datetime | None:
     return expires
 
 
+def parse_scope(form: Any) -> tuple[Trust, list[str]]:
+    return parse_trust(form.get("trust", "")), split_emails(form.get("trusted", ""))
+
+
 async def _render(request: Request[Any, Any, Any], db: Db, user: User, **extra: Any) -> Template:
-    return page(request, "keys.html", block="keys", keys=await keys.list_keys(db, user), now=utcnow(), **extra)
+    mine = await keys.list_keys(db, user)
+    trusted = await keys.trusted_emails(db, mine)
+    return page(request, "keys.html", block="keys", keys=mine, trusted=trusted, now=utcnow(), **extra)
 
 
 @get("/keys", name="keys")
@@ -45,8 +52,14 @@ async def key_list(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> T
 async def key_create(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> Template:
     user = signed_in(viewer)
     form = await request.form()
+    trust, trusted = parse_scope(form)
     key, secret = await keys.create_key(
-        db, user, name=form.get("name", ""), expires_at=parse_expiry(form.get("expires", ""))
+        db,
+        user,
+        name=form.get("name", ""),
+        expires_at=parse_expiry(form.get("expires", "")),
+        trust=trust,
+        trusted=trusted,
     )
     return await _render(request, db, user, new_key=key, secret=secret)
 
@@ -63,4 +76,18 @@ async def key_revoke(
     return Redirect("/keys", status_code=303)
 
 
-routes = [key_list, key_create, key_revoke]
+@post("/keys/{key_id:int}/scope")
+async def key_scope(
+    request: Request[Any, Any, Any], db: Db, viewer: Viewer, key_id: FromPath[int]
+) -> Template | Redirect:
+    user = signed_in(viewer)
+    form = await request.form()
+    trust, trusted = parse_scope(form)
+    key = await keys.set_scope(db, user, key_id, trust=trust, trusted=trusted)
+    request.app.state.key_cache.clear()  # the key's very next request is routed by its new scope
+    if is_htmx(request):
+        return await _render(request, db, user, flash=f"{key.name} now reaches {REACH[trust]}.")
+    return Redirect("/keys", status_code=303)
+
+
+routes = [key_list, key_create, key_scope, key_revoke]

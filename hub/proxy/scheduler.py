@@ -4,6 +4,9 @@ Among the agents that serve the model and admit the member, the least loaded (in
 member's own agent wins ties and goes first when a slot frees. When every agent is full, requests wait in one
 queue per member and free slots are handed out round-robin across members, so one member's hundred queued
 requests do not hold back another member's one. Queues are bounded in length and in waiting time.
+
+Every pick honours the key's trust scope (whose GPUs may see its prompts). A queued request that no online agent
+could serve any more (the agent left, paused, or stopped offering the model) fails at once instead of waiting.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from dataclasses import dataclass, field
 
 from hub.agents.live import Link, Registry
 from hub.errors import ModelNotFound, TooManyRequests, Unavailable
+from hub.keys.trust import ANY, Scope, Trust
+
+OWN = Scope(Trust.OWN)
 
 
 @dataclass
@@ -23,6 +29,7 @@ class Waiter:
     user_id: int
     exclude: frozenset[int]
     own_only: bool
+    scope: Scope
     slot: asyncio.Future[Link] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -33,13 +40,19 @@ class Scheduler:
         self.wait_seconds = wait_seconds
         self.queues: dict[int, deque[Waiter]] = {}
         self.turns: deque[int] = deque()  # members with waiters, in round-robin order
-        registry.changed.append(self.dispatch)
+        registry.changed.append(self.changed)
 
     def pick(
-        self, model: str, user_id: int, exclude: frozenset[int] = frozenset(), *, own_only: bool = False
+        self,
+        model: str,
+        user_id: int,
+        exclude: frozenset[int] = frozenset(),
+        *,
+        own_only: bool = False,
+        scope: Scope = ANY,
     ) -> Link | None:
         best: Link | None = None
-        for link in self.registry.serving(model, user_id):
+        for link in self.registry.serving(model, user_id, scope):
             if link.agent_id in exclude or not link.has_room or (own_only and link.owner_id != user_id):
                 continue
             rank = (link.load, link.owner_id != user_id, link.in_flight)
@@ -47,28 +60,38 @@ class Scheduler:
                 best = link
         return best
 
-    def serving(self, model: str, user_id: int) -> list[Link]:
-        return self.registry.serving(model, user_id)
+    def serving(self, model: str, user_id: int, scope: Scope = ANY) -> list[Link]:
+        return self.registry.serving(model, user_id, scope)
 
     @staticmethod
-    def unknown(model: str) -> ModelNotFound:
+    def unknown(model: str, scope: Scope = ANY) -> ModelNotFound:
+        limit = f" (this API key only reaches {scope.reach}; change that on the API keys page)" if scope.limited else ""
         return ModelNotFound(
-            f"The model '{model}' does not exist or no GPU you can use serves it right now. "
+            f"The model '{model}' does not exist or no GPU you can use serves it right now{limit}. "
             "GET /v1/models lists what is available."
         )
 
     async def acquire(
-        self, model: str, user_id: int, exclude: frozenset[int] = frozenset(), *, own_only: bool = False
+        self,
+        model: str,
+        user_id: int,
+        exclude: frozenset[int] = frozenset(),
+        *,
+        own_only: bool = False,
+        scope: Scope = ANY,
     ) -> Link:
-        """A slot on an agent for this request (only the member's own agents if `own_only`); `release` it after."""
+        """A slot on an agent for this request (only the member's own agents if `own_only`, and only within the
+        key's `scope`); `release` it after."""
         candidates = [
             link
-            for link in self.registry.serving(model, user_id)
+            for link in self.registry.serving(model, user_id, scope)
             if link.agent_id not in exclude and (link.owner_id == user_id or not own_only)
         ]
         if not candidates:
-            raise self.unknown(model)
-        if not self.queues.get(user_id) and (link := self.pick(model, user_id, exclude, own_only=own_only)):
+            raise self.unknown(model, scope)
+        if not self.queues.get(user_id) and (
+            link := self.pick(model, user_id, exclude, own_only=own_only, scope=scope)
+        ):
             link.in_flight += 1
             return link
         queue = self.queues.setdefault(user_id, deque())
@@ -76,7 +99,7 @@ class Scheduler:
             raise TooManyRequests(
                 f"You already have {len(queue)} requests waiting for a GPU; wait for some to finish.", retry_after=2
             )
-        waiter = Waiter(model, user_id, exclude, own_only)
+        waiter = Waiter(model, user_id, exclude, own_only, scope)
         queue.append(waiter)
         if user_id not in self.turns:
             self.turns.append(user_id)
@@ -91,7 +114,8 @@ class Scheduler:
                 retry_after=5,
             ) from None
         except asyncio.CancelledError:
-            if waiter.slot.done() and not waiter.slot.cancelled():
+            # A slot handed over as the client left goes back; a failure set at that moment is simply dropped.
+            if waiter.slot.done() and not waiter.slot.cancelled() and waiter.slot.exception() is None:
                 self.release(waiter.slot.result())
             self._forget(waiter)
             raise
@@ -99,6 +123,27 @@ class Scheduler:
     def release(self, link: Link) -> None:
         link.in_flight = max(0, link.in_flight - 1)
         self.dispatch()
+
+    def changed(self) -> None:
+        """Agents came, went or changed: fail the requests nobody can serve any more, then hand out slots."""
+        for queue in list(self.queues.values()):
+            for waiter in list(queue):
+                if waiter.slot.done():
+                    continue
+                scope = OWN if waiter.own_only else waiter.scope
+                if not self.registry.expects(waiter.model, waiter.user_id, scope, waiter.exclude):
+                    self._forget(waiter)
+                    waiter.slot.set_exception(self._gone(waiter))
+        self.dispatch()
+
+    @staticmethod
+    def _gone(waiter: Waiter) -> Unavailable:
+        within = f" within this API key's limit ({waiter.scope.reach})" if waiter.scope.limited else ""
+        return Unavailable(
+            f"No GPU{within} serves '{waiter.model}' any more: the agent that did went offline, was paused, or "
+            "stopped offering the model. Try again later, or pick another model from GET /v1/models.",
+            retry_after=5,
+        )
 
     def dispatch(self) -> None:
         """Hand free slots to waiting requests: owners on their own agents first, then round-robin."""
@@ -122,7 +167,9 @@ class Scheduler:
         if not queue:
             return False
         for waiter in list(queue):
-            link = self.pick(waiter.model, user_id, waiter.exclude, own_only=own_only or waiter.own_only)
+            link = self.pick(
+                waiter.model, user_id, waiter.exclude, own_only=own_only or waiter.own_only, scope=waiter.scope
+            )
             if link is None:
                 continue
             queue.remove(waiter)

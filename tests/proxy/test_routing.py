@@ -208,3 +208,37 @@ def test_metrics_are_for_admins(hub: LiveHub) -> None:
     assert as_admin.status_code == 200 and "gpuclub_agents_online 0.0" in as_admin.text
     assert "gpuclub_time_to_first_token_seconds" in as_admin.text
     assert as_member.status_code == 403 and anonymous.status_code in (303, 401)
+
+
+@pytest.mark.parametrize("goes", ["disconnects", "is paused", "stops offering the model"])
+async def test_a_queued_request_fails_at_once_when_no_gpu_serves_its_model_any_more(hub: LiveHub, goes: str) -> None:
+    owner = member(hub, "owner@lab.example.org", Role.ADMIN)
+    alice = member(hub, "alice@lab.example.org")
+    with fake_upstream(["m", "other"]) as upstream:
+        token = agent_token(hub, owner.email, "only-one")
+        with (
+            agent_process(hub, token, f"{upstream.url}/v1", capacity=1, extra=("--refresh", "1")) as gpu,
+            signed_in(hub, owner.email) as browser,
+        ):
+            async with client(hub, alice) as sdk:
+                hang = {"fake": {"hang": True}}
+                busy = asyncio.create_task(sdk.chat.completions.create(model="m", messages=MESSAGES, extra_body=hang))
+                await upstream.stats(in_flight=1)
+                waiting = asyncio.create_task(sdk.chat.completions.create(model="m", messages=MESSAGES))
+                await queued(hub, owner, 1)
+                if goes == "disconnects":
+                    gpu.process.kill()
+                elif goes == "is paused":
+                    agent_id = re.search(r"/gpus/(\d+)/pause", browser.get("/gpus").text)
+                    assert agent_id
+                    submit(browser, "/gpus", f"/gpus/{agent_id.group(1)}/pause")
+                else:
+                    await upstream.serve_models("other")  # the agent's next refresh drops "m"
+                failed = await asyncio.gather(waiting, return_exceptions=True)
+                busy.cancel()
+                await asyncio.gather(busy, return_exceptions=True)
+
+    error = failed[0]
+    assert isinstance(error, openai.InternalServerError) and error.status_code == 503, error
+    assert "No GPU serves 'm' any more" in error.message, error.message
+    assert error.response.headers["retry-after"]
