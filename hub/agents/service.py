@@ -8,9 +8,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub import tokens
 from hub.accounts.models import Status, User
+from hub.accounts.service import require_admin
 from hub.agents.models import Agent
 from hub.db import utcnow
-from hub.errors import NotFound, Unauthorized
+from hub.errors import Forbidden, NotFound, Unauthorized
 from hub.parsing import clean_text
 
 TOKEN_PREFIX = "gpa"  # noqa: S105 - a visible prefix, not a secret
@@ -54,6 +55,9 @@ async def update_agent(
     shared: bool | None = None,
 ) -> Agent:
     agent = await get_owned(db, user, agent_id)
+    if paused is False and agent.paused_reason:
+        # The hub paused it for repeated disputes: resuming is for an admin, who can see why.
+        raise Forbidden(f"Only an admin can resume {agent.name}. {agent.paused_reason}")
     if name is not None:
         agent.name = clean_text(name, what="GPU name", max_length=100, required=True)
     if paused is not None:
@@ -93,3 +97,27 @@ async def seen(db: AsyncSession, agent_id: int, *, version: str | None = None) -
         values["version"] = version[:40]
     await db.exec(update(Agent).where(col(Agent.id) == agent_id).values(**values))
     await db.commit()
+
+
+async def club_agents(db: AsyncSession, actor: User) -> list[tuple[Agent, User]]:
+    """Every member's agent (not revoked) with its owner, for admins."""
+    require_admin(actor)
+    query = (
+        select(Agent, User)
+        .join(User, col(User.id) == col(Agent.user_id))
+        .where(col(Agent.revoked_at).is_(None), User.status != Status.REMOVED)
+        .order_by(col(User.email), col(Agent.created_at), col(Agent.id))
+    )
+    return list((await db.exec(query)).all())
+
+
+async def set_verified(db: AsyncSession, actor: User, agent_id: int, *, verified: bool) -> Agent:
+    """An admin vouches for an agent (or stops): keys limited to verified agents may use it (or no longer)."""
+    require_admin(actor)
+    agent = await db.get(Agent, agent_id)
+    if agent is None or agent.revoked_at is not None:
+        raise NotFound("No such GPU.")
+    agent.verified = verified
+    db.add(agent)
+    await db.commit()
+    return agent

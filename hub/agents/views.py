@@ -10,11 +10,16 @@ from litestar.response import Redirect, Template
 
 from hub.accounts.models import User
 from hub.agents import service as agents
+from hub.agents.dispute_report import disputed_by_agent
+from hub.agents.disputes import dispute_rules
 from hub.agents.live import Registry
+from hub.agents.probes import flags_by_agent
 from hub.errors import NotFound
-from hub.usage.service import requests_today_by_agent
+from hub.usage.service import requests_today_by_agent, since
 from hub.web.context import Db, Viewer, settings_of, signed_in
 from hub.web.render import is_htmx, page
+
+DISPUTE_DAYS = 30
 
 
 def _registry(request: Request[Any, Any, Any]) -> Registry:
@@ -32,6 +37,9 @@ async def _render(request: Request[Any, Any, Any], db: Db, user: User, *, block:
         agents=mine,
         live={a.pk: registry.get(a.pk) for a in mine},
         today=await requests_today_by_agent(db, [a.pk for a in mine]),
+        disputed=await disputed_by_agent(db, [a.pk for a in mine], since(DISPUTE_DAYS * 24)),
+        rules=await dispute_rules(db),
+        probe_flags=await flags_by_agent(db, [a.pk for a in mine], since(DISPUTE_DAYS * 24)),
         hub_url=settings_of(request).public_url,
         **extra,
     )

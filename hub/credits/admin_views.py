@@ -1,4 +1,4 @@
-"""Admin → Money (prices, fee, limits, allowances, grants), Admin → Usage and Admin → Ledger."""
+"""Admin → Money (prices, fee, limits, allowances, grants, disputes), Admin → Usage and Admin → Ledger."""
 
 from __future__ import annotations
 
@@ -7,10 +7,14 @@ import uuid
 from typing import Any
 
 from litestar import Request, get, post
+from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
 from hub.accounts.models import User
+from hub.agents.dispute_report import club_disputes
+from hub.agents.disputes import Disputes, dispute_rules
 from hub.credits import club
+from hub.credits.service import window_start
 from hub.errors import BadRequest
 from hub.ledger.grants import deduct, grant
 from hub.parsing import format_credits, parse_count, parse_credits
@@ -38,6 +42,7 @@ async def _money(request: Request[Any, Any, Any], db: Db, user: User, **extra: A
         fee_bps=await pricing.fee_bps(db),
         defaults=await quotas.club_defaults(db),
         allowance=await quotas.default_allowance(db),
+        disputes=await dispute_rules(db),
         overrides=await club.overrides(db, user),
         once=uuid.uuid4().hex,  # one grant per rendered form, so a double submit grants once
         credits=format_credits,
@@ -154,10 +159,37 @@ async def credits_move(request: Request[Any, Any, Any], db: Db, viewer: Viewer) 
     return await _changed(request, db, user, message)
 
 
+@post(f"{MONEY}/disputes")
+async def disputes_set(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> Template | Redirect:
+    user = admin(viewer)
+    form = await request.form()
+    rules = await _disputes(request).set_rules(db, user, limit=form.get("limit", ""), window=form.get("window", ""))
+    message = f"{rules.limit} disputes within {rules.window_minutes} minutes now pause an agent."
+    return await _changed(request, db, user, message)
+
+
 @get("/admin/usage", name="admin_usage")
 async def usage_page(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> Template:
     user = admin(viewer)
-    return page(request, "admin/usage.html", report=await club.club_usage(db, user), credits=format_credits)
+    return page(
+        request,
+        "admin/usage.html",
+        report=await club.club_usage(db, user),
+        disputes=await club_disputes(db, user, window_start()),
+        credits=format_credits,
+    )
+
+
+@post("/admin/usage/agents/{agent_id:int}/clear")
+async def dispute_clear(request: Request[Any, Any, Any], db: Db, viewer: Viewer, agent_id: FromPath[int]) -> Redirect:
+    user = admin(viewer)
+    await _disputes(request).clear(db, user, agent_id)
+    return Redirect("/admin/usage", status_code=303)
+
+
+def _disputes(request: Request[Any, Any, Any]) -> Disputes:
+    disputes: Disputes = request.app.state.disputes
+    return disputes
 
 
 @get("/admin/ledger", name="admin_ledger")
@@ -175,6 +207,8 @@ routes = [
     allowance_set,
     member_limits,
     credits_move,
+    disputes_set,
     usage_page,
+    dispute_clear,
     ledger_page,
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Index
+from sqlalchemy import BigInteger, Index
 from sqlmodel import Field, SQLModel
 
 from hub.db import utcnow
@@ -29,6 +29,11 @@ class UsageRecord(SQLModel, table=True):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     estimated: bool = False
+    # What the provider reported, kept when it was more than the hub believes (then `disputed`); the hub bills
+    # `prompt_tokens`/`completion_tokens`, which never exceed its own bounds.
+    reported_prompt_tokens: int | None = Field(default=None, sa_type=BigInteger)
+    reported_completion_tokens: int | None = Field(default=None, sa_type=BigInteger)
+    disputed: bool = False
     ttft_ms: int | None = None
     duration_ms: int = 0
     error: str = Field(default="", max_length=300)
