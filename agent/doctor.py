@@ -20,18 +20,20 @@ HUB_TIMEOUT = 10.0
 async def run(config: Config, say: Callable[[str], None]) -> int:
     """Print one line per finding; 0 when everything works, 1 otherwise."""
     async with make_client() as client:
-        good = await _check_upstreams(config, client, say)
+        good, models = await _check_upstreams(config, client, say)
         _report_gpus(say)
         if config.token_travels_in_clear:
             say(f"{INFO} the hub address uses http://, so the agent token travels unencrypted: prefer https://")
         hub_up = await _check_hub(config, client, say)
-        token_ok = hub_up and await _check_token(config, say)
+        token_ok = hub_up and await _check_token(config, models, say)
     return 0 if good and token_ok else 1
 
 
-async def _check_upstreams(config: Config, client: httpx.AsyncClient, say: Callable[[str], None]) -> bool:
+async def _check_upstreams(
+    config: Config, client: httpx.AsyncClient, say: Callable[[str], None]
+) -> tuple[bool, list[str]]:
     good = True
-    seen: set[str] = set()
+    seen: dict[str, None] = {}
     for listing in await discover(client, config.upstreams, config.upstream_key):
         if listing.problem:
             say(f"{BAD} upstream {listing.upstream} {listing.problem}")
@@ -40,8 +42,8 @@ async def _check_upstreams(config: Config, client: httpx.AsyncClient, say: Calla
         say(f"{OK} upstream {listing.upstream} serves {len(listing.models)} model(s): {', '.join(listing.models)}")
         if shadowed := [m for m in listing.models if m in seen]:
             say(f"{INFO} requests for {', '.join(shadowed)} go to the upstream listed first")
-        seen.update(listing.models)
-    return good
+        seen.update(dict.fromkeys(listing.models))
+    return good, list(seen)
 
 
 def _report_gpus(say: Callable[[str], None]) -> None:
@@ -72,8 +74,8 @@ async def _check_hub(config: Config, client: httpx.AsyncClient, say: Callable[[s
     return True
 
 
-async def _check_token(config: Config, say: Callable[[str], None]) -> bool:
-    """Open the tunnel the way the agent does, but advertise nothing, so the hub sends no work."""
+async def _check_token(config: Config, models: list[str], say: Callable[[str], None]) -> bool:
+    """Open the tunnel the way the agent does, with capacity 0, so the hub checks the models but sends no work."""
     rejected = f"{BAD} the hub rejected the agent token: create a new one on the My GPUs page"
     refusal = ""
     try:
@@ -87,7 +89,9 @@ async def _check_token(config: Config, say: Callable[[str], None]) -> bool:
                 ping_interval=None,
             ) as ws,
         ):
-            hello = protocol.text("hello", version=__version__, name=config.name, capacity=0, models=[], gpus=[])
+            hello = protocol.text(
+                "hello", version=__version__, name=config.name, capacity=0, models=models, gpus=[], window=True
+            )
             await ws.send(hello)
             while True:
                 frame = await ws.recv()
@@ -95,6 +99,9 @@ async def _check_token(config: Config, say: Callable[[str], None]) -> bool:
                 if message["type"] == "welcome":
                     say(f"{OK} the hub accepted the agent token (this agent is {message.get('name', config.name)!r})")
                     await ws.close(1000, "doctor done")
+                    if isinstance(notice := message.get("notice"), str) and notice:
+                        say(f"{BAD} {notice}")
+                        return False
                     return True
                 if message["type"] == "error":
                     # The hub explains, then closes; the close code says whether the token itself is the problem.

@@ -4,12 +4,16 @@ This module is the single definition of the wire format; the hub imports it too 
 the hub). Control messages are JSON text frames with a "type"; response bodies travel as binary frames:
 32 ASCII bytes of request id followed by the raw bytes of one chunk, exactly as the upstream sent them.
 
-    agent → hub   hello      {version, name, capacity, models: [str], gpus: [{name, memory_mb}]}
-    hub → agent   welcome    {agent_id, name, heartbeat}        heartbeat: seconds between pings
+    agent → hub   hello      {version, name, capacity, models: [str], gpus: [{name, memory_mb}],
+                              window: true}                     window: the agent keeps to the flow control
+    hub → agent   welcome    {agent_id, name, heartbeat,        heartbeat: seconds between pings; window: see
+                              window, notice}                   below; notice: what the hub refused, or null
     agent → hub   models     {models: [str]}                    re-advertised whenever the set changes
+    hub → agent   notice     {message}                          the hub refused part of what the agent said
     hub → agent   request    {id, path, body}                   body: the JSON request text, unchanged
     agent → hub   start      {id, status, headers: {str: str}}  the upstream answered (status line + headers)
     agent → hub   <binary>   id + chunk                         body bytes, in order, as they arrive
+    hub → agent   ack        {id, bytes}                        the client took `bytes` more of this body
     agent → hub   end        {id, error: str | null}            finished (error: the upstream failed mid-way)
     hub → agent   cancel     {id}                               the client went away: stop the upstream request
     hub → agent   ping       {t}                                the agent answers pong {t} at once
@@ -18,9 +22,15 @@ the hub). Control messages are JSON text frames with a "type"; response bodies t
                                                                 take nothing new
     hub → agent   error      {message}                          before closing, e.g. a revoked token
 
+Flow control: per request, the agent keeps at most `window` bytes of body sent and not yet acknowledged, in
+chunks of at most MAX_CHUNK bytes. The hub enforces it: a request whose unread bytes pass `window + MAX_CHUNK` fails.
+The hub accepts at most MAX_MODELS model names of at most MAX_MODEL_NAME characters per agent; the rest is refused
+with a notice. A malformed frame fails its request, or closes the tunnel when it belongs to none.
+
 The WebSocket URL is the hub URL + PATH; the agent token goes in the Authorization header as a Bearer token.
 Close codes: 4401 (bad or revoked token: do not retry until the owner fixes it), 4409 (the same agent token is
-already connected elsewhere: the older connection is closed with this code).
+already connected elsewhere: the older connection is closed with this code), 4426 (the agent is too old for this
+hub: it does not keep to the flow control; upgrade it), 1008 (the agent broke the protocol).
 """
 
 from __future__ import annotations
@@ -32,7 +42,12 @@ PATH = "/agent/connect"
 ID_BYTES = 32
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_REPLACED = 4409
+CLOSE_UPGRADE = 4426
 MAX_FRAME = 16 * 1024 * 1024
+MAX_CHUNK = 64 * 1024
+WINDOW = 256 * 1024
+MAX_MODELS = 1000
+MAX_MODEL_NAME = 200
 
 
 def text(kind: str, **fields: Any) -> str:
@@ -52,6 +67,14 @@ def chunk(request_id: str, data: bytes) -> bytes:
 
 
 def split_chunk(frame: bytes) -> tuple[str, bytes]:
+    """The request id and the data of a binary frame; raises ValueError for a frame without a valid id."""
     if len(frame) < ID_BYTES:
         raise ValueError("short binary frame")
-    return frame[:ID_BYTES].decode("ascii"), frame[ID_BYTES:]
+    request_id = frame[:ID_BYTES].decode("ascii")  # UnicodeDecodeError is a ValueError
+    if not valid_id(request_id):
+        raise ValueError("malformed request id")
+    return request_id, frame[ID_BYTES:]
+
+
+def valid_id(value: object) -> bool:
+    return isinstance(value, str) and len(value) == ID_BYTES and value.isascii() and value.isalnum()

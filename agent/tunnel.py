@@ -27,6 +27,7 @@ T = TypeVar("T")
 WELCOME_TIMEOUT = 10.0
 DEFAULT_HEARTBEAT = 15.0
 DRAIN_TIMEOUT = 120.0
+WINDOW_WAIT = 600.0
 
 TOKEN_REJECTED = "the hub rejected the agent token: create a new one on the My GPUs page"  # noqa: S105 - a message, not a secret
 REPLACED = (
@@ -47,6 +48,8 @@ def close_reason(exc: ConnectionClosed) -> str:
         raise Rejected(TOKEN_REJECTED)
     if exc.rcvd.code == protocol.CLOSE_REPLACED:
         return REPLACED
+    if exc.rcvd.code == protocol.CLOSE_UPGRADE:
+        raise Rejected("the hub needs a newer gpuclub-agent: upgrade it, then start it again")
     reason = f": {exc.rcvd.reason}" if exc.rcvd.reason else ""
     return f"the hub closed the connection (code {exc.rcvd.code}{reason})"
 
@@ -69,22 +72,55 @@ def replaced(exc: ConnectionClosed) -> bool:
     return exc.rcvd is not None and exc.rcvd.code == protocol.CLOSE_REPLACED
 
 
-def valid_id(value: object) -> bool:
-    return isinstance(value, str) and len(value) == protocol.ID_BYTES and value.isascii() and value.isprintable()
+valid_id = protocol.valid_id
+
+
+class Window:
+    """Flow control for one answer: at most `size` bytes sent that the hub has not acknowledged yet.
+
+    When the member's client reads slowly, the hub stops acknowledging and this request waits here (the upstream
+    is not read meanwhile), instead of piling the answer up in the hub's memory.
+    """
+
+    def __init__(self, size: int | None) -> None:
+        self.size = size
+        self.unacked = 0
+        self.opened = asyncio.Event()
+        self.opened.set()
+
+    def ack(self, taken: int) -> None:
+        self.unacked = max(0, self.unacked - taken)
+        if self.size is None or self.unacked < self.size:
+            self.opened.set()
+
+    async def room(self) -> None:
+        """Wait until the hub has taken enough; a hub that takes nothing for WINDOW_WAIT s ends the request."""
+        try:
+            async with asyncio.timeout(WINDOW_WAIT):
+                while self.size is not None and self.unacked >= self.size:
+                    self.opened.clear()
+                    await self.opened.wait()
+        except TimeoutError:
+            raise UpstreamFailed(f"the hub's client took nothing of the answer for {WINDOW_WAIT:g} s") from None
 
 
 class _Sink:
-    """Where one request's upstream answer goes: `start`, then binary chunks."""
+    """Where one request's upstream answer goes: `start`, then binary chunks within the flow-control window."""
 
-    def __init__(self, ws: ClientConnection, request_id: str) -> None:
+    def __init__(self, ws: ClientConnection, request_id: str, window: Window) -> None:
         self.ws = ws
         self.request_id = request_id
+        self.window = window
 
     async def start(self, status: int, headers: dict[str, str]) -> None:
         await self.ws.send(protocol.text("start", id=self.request_id, status=status, headers=headers))
 
     async def chunk(self, data: bytes) -> None:
-        await self.ws.send(protocol.chunk(self.request_id, data))
+        for at in range(0, len(data), protocol.MAX_CHUNK):
+            piece = data[at : at + protocol.MAX_CHUNK]
+            await self.window.room()
+            self.window.unacked += len(piece)
+            await self.ws.send(protocol.chunk(self.request_id, piece))
 
 
 class Session:
@@ -95,6 +131,8 @@ class Session:
         self.config = agent.config
         self.ws = ws
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.windows: dict[str, Window] = {}
+        self.window: int | None = None  # what the hub asked for; None: a hub without flow control
         self.draining = False
         self.welcomed = False
         self.replaced = False
@@ -115,6 +153,7 @@ class Session:
             capacity=self.config.max_concurrency,
             models=self.agent.routes.models,
             gpus=self.agent.gpus,
+            window=True,
         )
         try:
             async with asyncio.timeout(WELCOME_TIMEOUT):
@@ -126,6 +165,11 @@ class Session:
         if welcome is None:
             return "the agent is shutting down"
         self.welcomed = True
+        window = welcome.get("window")
+        if isinstance(window, int) and not isinstance(window, bool) and window >= protocol.MAX_CHUNK:
+            self.window = window
+        if isinstance(notice := welcome.get("notice"), str) and notice:
+            log.warning("the hub says: %s", notice)
         heartbeat = welcome.get("heartbeat")
         if not isinstance(heartbeat, int | float) or heartbeat <= 0:
             heartbeat = DEFAULT_HEARTBEAT
@@ -196,12 +240,18 @@ class Session:
             await self.send("pong", t=message.get("t"))
         elif kind == "request":
             await self._accept(message)
+        elif kind == "ack":
+            window = self.windows.get(str(message.get("id")))
+            taken = message.get("bytes")
+            if window is not None and isinstance(taken, int) and taken > 0:
+                window.ack(taken)
         elif kind == "cancel":
             task = self.tasks.pop(str(message.get("id")), None)
+            self.windows.pop(str(message.get("id")), None)
             if task is not None:
                 task.cancel()  # leaving `client.stream` closes the upstream connection at once
                 await self.send("end", id=message["id"], error="cancelled")
-        elif kind == "error":
+        elif kind in ("error", "notice"):
             log.warning("the hub says: %s", message.get("message"))
         # Anything else (a newer hub's message) is ignored on purpose.
 
@@ -234,10 +284,16 @@ class Session:
 
     async def _serve(self, request_id: str, upstream: str, path: str, body: str) -> None:
         error: str | None = None
+        window = self.windows[request_id] = Window(self.window)
         try:
             try:
                 await forward(
-                    self.agent.clients, upstream, path, body, self.config.upstream_key, _Sink(self.ws, request_id)
+                    self.agent.clients,
+                    upstream,
+                    path,
+                    body,
+                    self.config.upstream_key,
+                    _Sink(self.ws, request_id, window),
                 )
             except UpstreamFailed as exc:
                 error = str(exc)
@@ -251,6 +307,7 @@ class Session:
         finally:
             if self.tasks.get(request_id) is asyncio.current_task():
                 del self.tasks[request_id]
+                self.windows.pop(request_id, None)
 
     async def _refresh(self) -> None:
         while True:

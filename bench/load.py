@@ -113,7 +113,9 @@ class Target:
     def request(self, model: str, *, stream: bool) -> bytes:
         body: dict[str, Any] = {"model": model, "messages": PROMPT, "max_tokens": 8}
         if stream:
-            body["stream"] = True
+            # Room for every token the upstream streams (10, or 20 for the slow model): a server that sent more
+            # than max_tokens allows would be over-reporting, and the hub pauses agents that keep doing that.
+            body.update(stream=True, max_tokens=32)
         return request_bytes(self.host, self.port, self.path, json.dumps(body).encode(), self.key)
 
     async def connect(self) -> Connection:

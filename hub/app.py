@@ -12,9 +12,12 @@ from litestar.template import TemplateConfig
 
 from hub.accounts import views as accounts
 from hub.admin import views as admin
-from hub.agents import tunnel
+from hub.agents import admin_views as club_gpus
+from hub.agents import probe_views, tunnel
 from hub.agents import views as gpus
+from hub.agents.disputes import Disputes
 from hub.agents.live import Registry
+from hub.agents.prober import Prober
 from hub.background import Background
 from hub.billing import views as billing
 from hub.credits import admin_views as money
@@ -35,8 +38,11 @@ from hub.proxy.scheduler import Scheduler
 from hub.settings import Settings
 from hub.signin import views as signin
 from hub.signin.providers import build_providers
+from hub.tokenizers import views as tokenizer_pages
+from hub.tokenizers.counting import Tokenizers
 from hub.web.context import provide_db, provide_viewer
 from hub.web.errors import handle
+from hub.web.headers import SecurityHeaders
 
 
 def create_app(settings: Settings, database: Database | None = None) -> Litestar:
@@ -46,6 +52,7 @@ def create_app(settings: Settings, database: Database | None = None) -> Litestar
         registry, queue_per_member=settings.queue_per_member, wait_seconds=settings.queue_wait_seconds
     )
     background = Background()
+    disputes = Disputes(db, registry, background)  # the proxy reports disputed usage here
     metrics = Metrics(
         agents_online=lambda: len(registry.links),
         queued=scheduler.waiting,
@@ -56,9 +63,13 @@ def create_app(settings: Settings, database: Database | None = None) -> Litestar
     recorder = Recorder(db, purses)
     admission = Admission(db, purses, recorder)
     housekeeping = Housekeeping(db, purses, admission.limiter)
+    tokenizers = Tokenizers(db)  # the hub's own token count, for models an admin attached a tokenizer to
+    prober = Prober(db, registry, scheduler.release, minutes=settings.probe_minutes)  # model identity probes
 
     async def shutdown() -> None:
         await housekeeping.stop()
+        await tokenizers.stop()
+        await prober.stop()
         await background.drain()
         await recorder.stop()  # after the requests still finishing in the background
         await db.dispose()
@@ -70,10 +81,13 @@ def create_app(settings: Settings, database: Database | None = None) -> Litestar
             *signin.routes,
             *keys.routes,
             *gpus.routes,
+            *club_gpus.routes,
+            *probe_views.routes,
             *invitations.routes,
             *admin.routes,
             *credits.routes,
             *money.routes,
+            *tokenizer_pages.routes,
             *billing.routes,
             *proxy.routes,
             tunnel.tunnel,
@@ -89,9 +103,21 @@ def create_app(settings: Settings, database: Database | None = None) -> Litestar
                 "key_cache": KeyCache(),
                 "metrics": metrics,
                 "background": background,
-                "proxy": Proxy(scheduler, admission, background, metrics, settings.upstream_timeout),
+                "proxy": Proxy(
+                    scheduler,
+                    admission,
+                    background,
+                    metrics,
+                    settings.upstream_timeout,
+                    max_answer_bytes=settings.max_answer_bytes,
+                    on_dispute=disputes.record,
+                    tokenizers=tokenizers,
+                ),
                 "admission": admission,
                 "recorder": recorder,
+                "disputes": disputes,
+                "tokenizers": tokenizers,
+                "prober": prober,
             }
         ),
         template_config=TemplateConfig(directory=settings.templates_dir, engine=JinjaTemplateEngine),
@@ -103,7 +129,8 @@ def create_app(settings: Settings, database: Database | None = None) -> Litestar
             exclude=["/v1/", "/healthz", "/agent/", "/stripe/webhook"],
         ),
         exception_handlers={Exception: handle},
-        on_startup=[housekeeping.start],
+        before_send=[SecurityHeaders(settings)],
+        on_startup=[housekeeping.start, tokenizers.start, prober.start],
         on_shutdown=[shutdown],
         request_max_body_size=settings.max_body_bytes + 1024,
         openapi_config=None,

@@ -13,11 +13,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from hub.accounts import service as accounts
 from hub.accounts.models import Role, User
 from hub.agents import service as agents
+from hub.agents.disputes import clear_pause
 from hub.cli_credits import add_commands
+from hub.cli_tokenizers import add_commands as add_tokenizer_commands
 from hub.db import Database
 from hub.errors import HubError
+from hub.files import guard_data_dir
 from hub.invitations import service as invitations
 from hub.keys import service as keys
+from hub.keys.trust import Trust
 from hub.parsing import parse_count, parse_credits, parse_duration
 from hub.settings import Settings
 
@@ -94,7 +98,10 @@ async def _active_member(db: Any, email: str) -> User:
 def cmd_key_create(settings: Settings, args: argparse.Namespace) -> str:
     async def job(db: Any) -> str:
         user = await _active_member(db, args.email)
-        _, secret = await keys.create_key(db, user, name=args.name)
+        trust = Trust.OWN if args.only_own else Trust.VERIFIED if args.verified_only else Trust.ANY
+        if args.trust:
+            trust = Trust.TRUSTED
+        _, secret = await keys.create_key(db, user, name=args.name, trust=trust, trusted=args.trust or ())
         return secret
 
     return _run(settings, job)
@@ -114,6 +121,17 @@ def cmd_agent_token_create(settings: Settings, args: argparse.Namespace) -> str:
         user = await _active_member(db, args.email)
         _, token = await agents.create_agent(db, user, name=args.name)
         return token
+
+    return _run(settings, job)
+
+
+def cmd_agent_clear(settings: Settings, args: argparse.Namespace) -> str:
+    agent_id = parse_count(args.id, what="agent id", high=2**31 - 1)
+
+    async def job(db: Any) -> str:
+        agent = await clear_pause(db, None, agent_id)
+        # This process cannot reach a running hub's memory: its live tunnel stays paused until it reconnects.
+        return f"{agent.name} is no longer paused by the hub (a running hub applies this when the agent reconnects)"
 
     return _run(settings, job)
 
@@ -154,6 +172,17 @@ def parser() -> argparse.ArgumentParser:
     create = key.add_parser("create", help="create an API key and print it")
     create.add_argument("email")
     create.add_argument("--name", default="command line")
+    scope = create.add_mutually_exclusive_group()  # whose GPUs may see the key's prompts; default: any GPU
+    scope.add_argument("--only-own", action="store_true", help="only the member's own GPUs")
+    scope.add_argument(
+        "--trust",
+        action="append",
+        metavar="EMAIL",
+        help="also the GPUs of this member (repeat for several); the member's own GPUs are always included",
+    )
+    scope.add_argument(
+        "--verified-only", action="store_true", help="only the member's own GPUs and agents an admin verified"
+    )
     create.set_defaults(func=cmd_key_create)
 
     link = commands.add_parser("login-link", help="print a one-time, short-lived sign-in URL")
@@ -166,7 +195,13 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--name", required=True, help="the GPU machine's name, e.g. desk-4090")
     token.set_defaults(func=cmd_agent_token_create)
 
+    agent_cmd = commands.add_parser("agent", help="manage agents").add_subparsers(dest="action", required=True)
+    clear = agent_cmd.add_parser("clear", help="resume an agent the hub paused for repeated disputes")
+    clear.add_argument("id", help="the agent's id, shown on Admin → Usage")
+    clear.set_defaults(func=cmd_agent_clear)
+
     add_commands(commands, _run)
+    add_tokenizer_commands(commands, _run)
 
     invite = commands.add_parser("invite", help="manage invitations").add_subparsers(dest="action", required=True)
     new = invite.add_parser("create", help="create an invitation and print its URL")
@@ -183,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        guard_data_dir(settings.data_dir)
         result = args.func(settings, args)
     except HubError as exc:
         print(f"gpuclub: {exc.message}", file=sys.stderr)

@@ -50,12 +50,17 @@ class Metrics:
     def observe(
         self, *, model: str, status: int, prompt: int, completion: int, ttft: float | None, seconds: float
     ) -> None:
+        """Count one finished request; numbers that make no sense count as zero rather than raise."""
         self.requests.labels(model, str(status)).inc()
-        self.tokens.labels(model, "prompt").inc(prompt)
-        self.tokens.labels(model, "completion").inc(completion)
+        self.tokens.labels(model, "prompt").inc(_count(prompt))
+        self.tokens.labels(model, "completion").inc(_count(completion))
         if ttft is not None:
-            self.ttft.labels(model).observe(ttft)
-        self.duration.labels(model).observe(seconds)
+            self.ttft.labels(model).observe(max(0.0, ttft))
+        self.duration.labels(model).observe(max(0.0, seconds))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

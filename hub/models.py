@@ -3,14 +3,15 @@
 from sqlmodel import SQLModel
 
 from hub.accounts.models import Identity, LoginLink, User, WebSession
-from hub.agents.models import Agent
+from hub.agents.models import Agent, ProbeReference, ProbeResult
 from hub.billing.models import CreditPack, Purchase, StripeEvent
 from hub.club.models import ClubSetting
 from hub.invitations.models import DomainRule, Invitation
-from hub.keys.models import ApiKey
+from hub.keys.models import ApiKey, TrustedProvider
 from hub.ledger.models import Account, Entry, LedgerTransaction
 from hub.pricing.models import Price
 from hub.quotas.models import KeyPolicy, MemberPolicy
+from hub.tokenizers.models import ModelTokenizer
 from hub.usage.models import UsageRecord
 
 metadata = SQLModel.metadata
@@ -29,9 +30,13 @@ __all__ = [
     "LedgerTransaction",
     "LoginLink",
     "MemberPolicy",
+    "ModelTokenizer",
     "Price",
+    "ProbeReference",
+    "ProbeResult",
     "Purchase",
     "StripeEvent",
+    "TrustedProvider",
     "UsageRecord",
     "User",
     "WebSession",

@@ -60,10 +60,12 @@ class Settings:
     session_days: int = 30
     login_link_minutes: int = 15
     max_body_bytes: int = 4 * 1024 * 1024
+    max_answer_bytes: int = 16 * 1024 * 1024
     queue_per_member: int = 64
     queue_wait_seconds: float = 30.0
     upstream_timeout: float = 300.0
     agent_heartbeat: float = 2.0
+    probe_minutes: float = 60.0  # how often the hub compares answers of agents serving one model; 0: never
     log_level: str = "INFO"
     templates_dir: Path = ROOT / "templates"
     static_dir: Path = ROOT / "static"
@@ -104,10 +106,14 @@ class Settings:
             stripe=env.stripe(),
             session_days=env.integer("GPUCLUB_SESSION_DAYS", 30, low=1, high=365),
             max_body_bytes=env.integer("GPUCLUB_MAX_BODY_BYTES", 4 * 1024 * 1024, low=1024, high=16 * 1024 * 1024),
+            max_answer_bytes=env.integer(
+                "GPUCLUB_MAX_ANSWER_BYTES", 16 * 1024 * 1024, low=64 * 1024, high=1024 * 1024 * 1024
+            ),
             queue_per_member=env.integer("GPUCLUB_QUEUE_PER_MEMBER", 64, low=1, high=100_000),
             queue_wait_seconds=env.number("GPUCLUB_QUEUE_WAIT_SECONDS", 30.0, low=0.1, high=3600),
             upstream_timeout=env.number("GPUCLUB_UPSTREAM_TIMEOUT", 300.0, low=1, high=86400),
             agent_heartbeat=env.number("GPUCLUB_AGENT_HEARTBEAT", 2.0, low=0.2, high=60),
+            probe_minutes=env.number("GPUCLUB_PROBE_MINUTES", 60.0, low=0, high=7 * 24 * 60),
             log_level=(env.get("GPUCLUB_LOG_LEVEL") or "INFO").upper(),
         )
 

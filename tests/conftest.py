@@ -6,6 +6,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,23 +42,31 @@ def _sync_url(url: str) -> str:
     return str(make_url(url).set(drivername="postgresql+psycopg"))
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """A fresh, migrated PostgreSQL database for this run, dropped at the end."""
+@contextmanager
+def fresh_postgres(prefix: str, driver: str = "postgresql+asyncpg") -> Iterator[str]:
+    """A new, empty PostgreSQL database (its URL, with `driver`), dropped afterwards."""
     admin = create_engine(_sync_url(POSTGRES_URL), isolation_level="AUTOCOMMIT")
-    name = f"gpuclub_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:  # noqa: BLE001 - any failure means "no PostgreSQL here"
         admin.dispose()
         missing_service(f"PostgreSQL is not reachable at {POSTGRES_URL}: {type(exc).__name__}")
-    url = str(make_url(POSTGRES_URL).set(database=name, drivername="postgresql+asyncpg"))
-    upgrade(url)
-    yield url
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield make_url(POSTGRES_URL).set(database=name, drivername=driver).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this run, dropped at the end."""
+    with fresh_postgres("gpuclub_test") as url:
+        upgrade(url)
+        yield url
 
 
 @pytest.fixture(scope="session")

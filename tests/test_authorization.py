@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from litestar.routes import HTTPRoute
 from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.accounts.models import Role, User, WebSession
+from hub.agents import service as agents
+from hub.agents.models import Agent
+from hub.app import create_app
 from hub.club.models import ClubSetting
 from hub.invitations import service as invitations
 from hub.invitations.models import DomainRule, Invitation
@@ -26,7 +31,11 @@ from hub.ledger.models import LedgerTransaction
 from hub.pricing import service as pricing
 from hub.pricing.models import Price
 from hub.quotas.models import MemberPolicy
+from hub.settings import Settings
+from hub.tokenizers import service as tokenizers
+from hub.tokenizers.models import ModelTokenizer
 from tests.support.people import Client, person, sign_in, text_of
+from tests.tokenizers.making import tokenizer_json
 
 SIGNED_IN = frozenset({"owner", "admin", "member", "another member"})
 ADMINS = frozenset({"owner", "admin"})
@@ -38,7 +47,7 @@ _HX_CSRF = re.compile(r'"x-csrftoken": "([^"]+)"')
 
 @dataclass(frozen=True)
 class Route:
-    """One page or action; `path` names the club's rows as {member}, {key}, {invitation} and {rule}."""
+    """One page or action; `path` names the club's rows as {member}, {key}, {invitation}, {rule} and {agent}."""
 
     method: str
     path: str
@@ -47,6 +56,7 @@ class Route:
     location: str | None = None  # where a 303 sends them
     refused: int = 403  # what a signed-in person who is not allowed gets
     data: dict[str, str] = field(default_factory=dict)
+    upload: str | None = None  # a file field: the form goes as multipart/form-data with a tokenizer.json in it
 
     def __str__(self) -> str:
         return f"{self.method} {self.path}"
@@ -56,6 +66,14 @@ ROUTES = [
     Route("GET", "/dashboard", SIGNED_IN, 200),
     Route("GET", "/keys", SIGNED_IN, 200),
     Route("GET", "/gpus", SIGNED_IN, 200),
+    Route("GET", "/gpus/live", SIGNED_IN, 200),
+    Route("GET", "/models", SIGNED_IN, 200),
+    Route("POST", "/gpus", SIGNED_IN, 200, data={"name": "spare box"}),
+    # GPUs are personal too: only their owner may change them, and to anyone else they do not exist.
+    Route("POST", "/gpus/{agent}/share", frozenset({"member"}), 303, "/gpus", refused=404),
+    Route("POST", "/gpus/{agent}/private", frozenset({"member"}), 303, "/gpus", refused=404),
+    Route("POST", "/gpus/{agent}/rename", frozenset({"member"}), 303, "/gpus", refused=404, data={"name": "desk"}),
+    Route("POST", "/gpus/{agent}/revoke", frozenset({"member"}), 303, "/gpus", refused=404),
     Route("GET", "/admin", ADMINS, 303, "/admin/members"),
     Route("GET", "/admin/members", ADMINS, 200),
     Route("GET", "/admin/invitations", ADMINS, 200),
@@ -63,6 +81,10 @@ ROUTES = [
     Route("POST", "/keys", SIGNED_IN, 200, data={"name": "laptop"}),
     # Keys are personal: even the owner of the club gets "not found" for someone else's key.
     Route("POST", "/keys/{key}/revoke", frozenset({"member"}), 303, "/keys", refused=404),
+    Route("POST", "/keys/{key}/scope", frozenset({"member"}), 303, "/keys", refused=404, data={"trust": "own"}),
+    Route("GET", "/admin/gpus", ADMINS, 200),
+    Route("POST", "/admin/gpus/{agent}/verify", ADMINS, 303, "/admin/gpus"),
+    Route("POST", "/admin/gpus/{agent}/unverify", ADMINS, 303, "/admin/gpus"),
     Route("POST", "/admin/members/{member}/role", ADMINS, 303, "/admin/members", data={"role": "admin"}),
     Route("POST", "/admin/members/{member}/suspend", ADMINS, 303, "/admin/members"),
     Route("POST", "/admin/members/{member}/reactivate", ADMINS, 303, "/admin/members"),
@@ -96,6 +118,15 @@ ROUTES = [
         "/admin/money",
         data={"email": "tess@lab.example.org", "amount": "5"},
     ),
+    Route("POST", "/admin/money/disputes", ADMINS, 303, "/admin/money", data={"limit": "3", "window": "30"}),
+    # Only an admin lifts the hub's pause, even for the agent's own owner.
+    Route("POST", "/admin/usage/agents/{agent}/clear", ADMINS, 303, "/admin/usage"),
+    Route("GET", "/admin/tokenizers", ADMINS, 200),
+    Route("POST", "/admin/tokenizers", ADMINS, 303, "/admin/tokenizers", data={"model": "qwen"}, upload="file"),
+    Route("POST", "/admin/tokenizers/remove", ADMINS, 303, "/admin/tokenizers", data={"model": "llama"}),
+    Route("GET", "/admin/probes", ADMINS, 200),
+    Route("POST", "/admin/probes/run", ADMINS, 303, "/admin/probes", data={"model": "m"}),
+    Route("POST", "/admin/probes/reference", ADMINS, 303, "/admin/probes", data={"model": "m", "agent": ""}),
 ]
 ACTIONS = [route for route in ROUTES if route.method == "POST"]
 
@@ -107,7 +138,8 @@ class Club:
 
 
 async def club(db: AsyncSession) -> Club:
-    """The personas, plus a member for admins to manage, the member's key, an invitation and a domain rule."""
+    """The personas, plus a member for admins to manage, the member's key, an invitation, a domain rule, and the
+    member's GPU, paused by the hub for repeated disputes."""
     owner = await person(db, "olive@lab.example.org", Role.OWNER)
     people = {
         "owner": owner,
@@ -120,14 +152,20 @@ async def club(db: AsyncSession) -> Club:
     invitation, _ = await invitations.create_invitation(db, owner, note="reading group")
     rule = await invitations.add_domain_rule(db, owner, "lab.example.org")
     await pricing.set_price(db, owner, "*", input_micro=1, output_micro=1)
+    await tokenizers.attach(db, owner, "llama", tokenizer_json())
+    agent, _ = await agents.create_agent(db, people["member"], name="mia's desk")
+    agent.paused, agent.paused_reason = True, "Paused by the hub: 5 usage reports above the hub's bounds in 60 minutes."
+    db.add(agent)
+    await db.commit()
     assert key.id and invitation.id and rule.id
-    return Club(people, {"member": target.pk, "key": key.id, "invitation": invitation.id, "rule": rule.id})
+    ids = {"member": target.pk, "key": key.id, "invitation": invitation.id, "rule": rule.id, "agent": agent.pk}
+    return Club(people, ids)
 
 
 async def snapshot(db: AsyncSession) -> dict[str, Any]:
     """Everything an action could change, as plain values (so nothing is read from the session's cache)."""
     users = select(User.email, User.role, User.status).order_by(col(User.id))
-    api_keys = select(ApiKey.id, ApiKey.revoked_at).order_by(col(ApiKey.id))
+    api_keys = select(ApiKey.id, ApiKey.revoked_at, ApiKey.trust).order_by(col(ApiKey.id))
     invites = select(Invitation.id, Invitation.revoked_at, Invitation.uses).order_by(col(Invitation.id))
     return {
         "users": (await db.exec(users)).all(),
@@ -139,6 +177,15 @@ async def snapshot(db: AsyncSession) -> dict[str, Any]:
         "prices": (await db.exec(select(Price.model, Price.input_per_million).order_by(col(Price.model)))).all(),
         "policies": (await db.exec(select(MemberPolicy.user_id, MemberPolicy.rpm))).all(),
         "ledger": (await db.exec(select(func.count()).select_from(LedgerTransaction))).one(),
+        "tokenizers": (await db.exec(select(ModelTokenizer.model, ModelTokenizer.sha256))).all(),
+        "agents": (
+            await db.exec(select(Agent.id, Agent.name, Agent.shared, Agent.paused).order_by(col(Agent.id)))
+        ).all(),
+        "agent states": (
+            await db.exec(
+                select(Agent.paused_reason, Agent.verified, Agent.revoked_at, Agent.user_id).order_by(col(Agent.id))
+            )
+        ).all(),
     }
 
 
@@ -157,7 +204,8 @@ async def request(client: Client, route: Route, ids: dict[str, int], *, with_csr
     form = dict(route.data)
     if with_csrf:
         form["_csrf_token"] = await csrf_token(client)
-    return await client.post(path, data=form)
+    files = {route.upload: ("tokenizer.json", tokenizer_json())} if route.upload else None
+    return await client.post(path, data=form, files=files)
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=str)
@@ -217,3 +265,41 @@ async def test_an_action_without_a_csrf_token_is_refused_and_changes_nothing(
     assert "did not come from this site" in text_of(response.text)
     assert await snapshot(db) == before
     assert (await client.get("/dashboard")).status_code == 200
+
+
+# Routes that answer to something other than a session, each tested where it lives.
+NOT_SESSION_ROUTES = {
+    ("GET", "/"),  # the landing page, for everyone
+    ("GET", "/healthz"),  # for load balancers
+    ("GET", "/metrics"),  # an admin's session or an admin's API key: tests/test_health_and_errors.py
+    ("GET", "/static/{file_path:path}"),
+    ("GET", "/login/{token:str}"),  # one-time links: tests/accounts/test_login_links.py
+    ("GET", "/setup/{token:str}"),
+    ("POST", "/setup/{token:str}"),
+    ("GET", "/invite/{token:str}"),  # tests/invitations
+    ("GET", "/auth/{provider_name:str}/login"),  # OAuth: tests/signin
+    ("GET", "/auth/{provider_name:str}/callback"),
+    ("POST", "/stripe/webhook"),  # Stripe's signature: tests/billing/test_webhook.py
+    # Credit packs exist only with Stripe configured: tests/billing/test_packs.py and test_buy.py.
+    ("GET", "/credits/buy"),
+    ("POST", "/credits/buy/{pack_id:int}"),
+    ("GET", "/admin/packs"),
+    ("POST", "/admin/packs"),
+    ("POST", "/admin/packs/{pack_id:int}/deactivate"),
+}
+
+
+def test_every_route_of_the_app_has_its_persona_cases(tmp_path: Path) -> None:
+    app = create_app(Settings(secret_key="k" * 40, database_url=f"sqlite+aiosqlite:///{tmp_path / 'x.db'}"))
+    listed = [(route.method, re.sub(r"\{[^}]+\}", "1", route.path)) for route in ROUTES]
+    missing = []
+    for handler in app.routes:
+        if not isinstance(handler, HTTPRoute) or handler.path.startswith("/v1/"):  # /v1: API keys, tests/proxy
+            continue
+        pattern = re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", handler.path) + "$")
+        for method in sorted(handler.methods - {"HEAD", "OPTIONS"}):
+            if (method, handler.path) in NOT_SESSION_ROUTES:
+                continue
+            if not any(m == method and pattern.match(path) for m, path in listed):
+                missing.append(f"{method} {handler.path}")
+    assert missing == [], "add a Route(...) to ROUTES for each of these"

@@ -6,10 +6,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.accounts import service as accounts
 from hub.accounts.models import Role
+from hub.keys import service as keys
+from hub.keys.models import ApiKey
 from tests.conftest import BASE_URL
 from tests.support.hub import cli, hub_env
 from tests.support.people import Client
@@ -65,6 +68,49 @@ async def test_key_create_prints_only_a_working_key(env: dict[str, str], client:
 
 def test_key_create_for_an_unknown_member_fails(env: dict[str, str]) -> None:
     assert "No member" in one_error_line(cli(env, "key", "create", "nobody@lab.example.org"))
+
+
+@pytest.mark.parametrize(
+    ("flags", "trust", "trusted"),
+    [
+        ([], "any", []),
+        (["--only-own"], "own", []),
+        (["--verified-only"], "verified", []),
+        (["--trust", "cy@lab.example.org", "--trust", "Dee@lab.example.org"], "trusted", ["cy", "dee"]),
+    ],
+    ids=["any", "only-own", "verified-only", "trust-two"],
+)
+async def test_key_create_limits_whose_gpus_the_key_reaches(
+    env: dict[str, str], db: AsyncSession, flags: list[str], trust: str, trusted: list[str]
+) -> None:
+    for name in ("bob", "cy", "dee"):
+        cli(env, "member", "add", f"{name}@lab.example.org")
+
+    result = cli(env, "key", "create", "bob@lab.example.org", *flags)
+
+    assert result.returncode == 0, result.stderr
+    key = (await db.exec(select(ApiKey))).one()
+    emails = (await keys.trusted_emails(db, [key])).get(key.id or 0, [])
+    assert (key.trust, emails) == (trust, [f"{name}@lab.example.org" for name in trusted])
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--trust", "nobody@lab.example.org"], "nobody@lab.example.org is not a member of this club"),
+        (["--trust", "cy@lab.example.org", "--trust", "nope"], "'nope' is not an email address"),
+        (["--trust", "bob@lab.example.org"], "Name at least one other member"),
+    ],
+    ids=["unknown-member", "not-an-email", "only-themselves"],
+)
+async def test_key_create_with_a_bad_trusted_member_writes_nothing(
+    env: dict[str, str], db: AsyncSession, flags: list[str], message: str
+) -> None:
+    cli(env, "member", "add", "bob@lab.example.org")
+    cli(env, "member", "add", "cy@lab.example.org")
+
+    assert message in one_error_line(cli(env, "key", "create", "bob@lab.example.org", *flags))
+    assert (await db.exec(select(ApiKey))).all() == []
 
 
 async def test_login_link_signs_the_member_in_once(env: dict[str, str], client: Client) -> None:

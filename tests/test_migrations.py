@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 from hub.migrate import pending, upgrade
 from hub.models import metadata
-from tests.conftest import POSTGRES_URL, missing_service
+from tests.conftest import fresh_postgres
 
 
 def _sync(url: str) -> str:
@@ -27,18 +26,8 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
         return
-    admin = create_engine(_sync(POSTGRES_URL), isolation_level="AUTOCOMMIT")
-    name = f"gpuclub_migrate_{uuid.uuid4().hex[:8]}"
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001
-        admin.dispose()
-        missing_service(f"PostgreSQL is not reachable at {POSTGRES_URL}: {type(exc).__name__}")
-    yield str(make_url(POSTGRES_URL).set(database=name, drivername="postgresql+asyncpg"))
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with fresh_postgres("gpuclub_migrate") as url:
+        yield url
 
 
 def test_an_empty_database_upgrades_to_head_with_every_table(empty_database: str) -> None:
@@ -91,3 +80,41 @@ def test_a_database_with_data_upgrades_from_the_first_release(empty_database: st
         credits = connection.execute(text("SELECT credits FROM invitations WHERE note = 'old one'")).scalar_one()
     engine.dispose()
     assert credits == 0 and not pending(empty_database)
+
+
+def test_keys_made_before_trust_scopes_reach_any_gpu_and_the_scopes_can_be_rolled_back(empty_database: str) -> None:
+    from alembic import command
+
+    from hub.migrate import alembic_config
+
+    upgrade(empty_database, "0006")
+    engine = create_engine(_sync(empty_database))
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO users (email, name, role, status, created_at) "
+                "VALUES ('old@lab.example.org', 'Old', 'member', 'active', CURRENT_TIMESTAMP)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO api_keys (user_id, name, prefix, key_hash, created_at) "
+                "SELECT id, 'old key', 'gpc_old', 'hash', CURRENT_TIMESTAMP FROM users"
+            )
+        )
+    engine.dispose()
+
+    upgrade(empty_database, "0007")
+    engine = create_engine(_sync(empty_database))
+    with engine.connect() as connection:
+        trust = connection.execute(text("SELECT trust FROM api_keys WHERE name = 'old key'")).scalar_one()
+    engine.dispose()
+    command.downgrade(alembic_config(empty_database), "0006")
+    engine = create_engine(_sync(empty_database))
+    inspector = inspect(engine)
+    key_columns = {column["name"] for column in inspector.get_columns("api_keys")}
+    tables = set(inspector.get_table_names())
+    engine.dispose()
+
+    assert trust == "any"
+    assert "trust" not in key_columns and "key_trusted_providers" not in tables

@@ -15,6 +15,7 @@ from typing import Any
 from litestar import WebSocket, websocket
 
 from agent import protocol
+from hub.agents import frames
 from hub.agents import service as agents
 from hub.agents.live import Link, Registry
 from hub.db import Database
@@ -23,6 +24,7 @@ from hub.settings import Settings
 
 log = logging.getLogger("gpuclub.tunnel")
 HELLO_SECONDS = 10.0
+OUTDATED = "This hub needs a newer gpuclub-agent (one with flow control): upgrade it, then start it again."
 
 
 def _token(socket: WebSocket[Any, Any, Any]) -> str:
@@ -47,7 +49,7 @@ async def tunnel(socket: WebSocket[Any, Any, Any]) -> None:
         hello = protocol.parse(await asyncio.wait_for(socket.receive_text(), timeout=HELLO_SECONDS))
         if hello["type"] != "hello":
             raise ValueError("expected hello")
-    except (TimeoutError, ValueError, KeyError):
+    except Exception:  # noqa: BLE001 - whatever the agent sent instead of a hello, the answer is the same
         await socket.close(code=1002, reason="expected hello")
         return
 
@@ -64,10 +66,23 @@ async def tunnel(socket: WebSocket[Any, Any, Any]) -> None:
         with contextlib.suppress(Exception):
             await socket.close(code=code, reason=reason)
 
-    capacity = int(hello.get("capacity") or 0) if isinstance(hello.get("capacity"), int) else 0
+    if hello.get("window") is not True:
+        # An agent from before flow control would pile answers up in the hub's memory; it must be upgraded.
+        await socket.send_text(protocol.text("error", message=OUTDATED))
+        await socket.close(code=protocol.CLOSE_UPGRADE, reason="upgrade gpuclub-agent")
+        return
+    capacity = frames.capacity(hello)
+    offered = frames.models(hello)
+    welcome = protocol.text(
+        "welcome",
+        agent_id=agent.pk,
+        name=agent.name,
+        heartbeat=settings.agent_heartbeat,
+        window=protocol.WINDOW,
+        notice=offered.notice,
+    )
     if capacity <= 0:
         # `gpuclub-agent doctor` checks the token with capacity 0: answer, but do not replace the running agent.
-        welcome = protocol.text("welcome", agent_id=agent.pk, name=agent.name, heartbeat=settings.agent_heartbeat)
         await socket.send_text(welcome)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(socket.receive(), timeout=HELLO_SECONDS)
@@ -78,30 +93,37 @@ async def tunnel(socket: WebSocket[Any, Any, Any]) -> None:
         name=agent.name,
         shared=agent.shared,
         paused=agent.paused,
-        capacity=min(capacity, 1024),
-        models=_models(hello),
+        verified=agent.verified,
+        capacity=capacity,
+        models=offered.names,
         send=send,
         close=close,
-        version=str(hello.get("version", ""))[:40],
-        gpus=[g for g in hello.get("gpus", []) if isinstance(g, dict)][:16],
+        version=frames.short_text(hello.get("version"), 40),
+        gpus=frames.gpus(hello),
     )
     older = registry.add(link)  # not ready yet: nothing is routed to it before the agent is welcomed
-    if older is not None:
-        older.fail_all("the agent reconnected")
-        await older.close(protocol.CLOSE_REPLACED, "replaced by a newer connection")
-    await send(protocol.text("welcome", agent_id=agent.pk, name=agent.name, heartbeat=settings.agent_heartbeat))
-    link.ready = True
-    registry.notify()
-    log.info("agent %s (%s) connected with %d models", agent.pk, agent.name, len(link.models))
-    async with database.session() as db:
-        await agents.seen(db, agent.pk, version=link.version)
-
-    heartbeat = asyncio.create_task(_heartbeat(link, registry, settings.agent_heartbeat))
+    heartbeat: asyncio.Task[None] | None = None
     reason = "the agent disconnected"
-    try:
+    try:  # from here on, however this ends, the link leaves the registry
+        if older is not None:
+            older.fail_all("the agent reconnected")
+            await older.close(protocol.CLOSE_REPLACED, "replaced by a newer connection")
+        await send(welcome)
+        link.ready = True
+        registry.notify()
+        log.info("agent %s (%s) connected with %d models", agent.pk, agent.name, len(link.models))
+        if offered.notice:
+            log.warning("agent %s (%s): %s", agent.pk, agent.name, offered.notice)
+        heartbeat = asyncio.create_task(_heartbeat(link, registry, settings.agent_heartbeat, settings.upstream_timeout))
+        with contextlib.suppress(Exception):  # "last seen" is not worth a tunnel
+            async with database.session() as db:
+                await agents.seen(db, agent.pk, version=link.version)
         reason = await _read(socket, link, registry)
+        if reason != "the agent disconnected":
+            await close(1008, "protocol error")
     finally:
-        heartbeat.cancel()
+        if heartbeat is not None:
+            heartbeat.cancel()
         reason = link.closed_because or reason
         registry.remove(link)
         link.fail_all(reason)
@@ -111,52 +133,78 @@ async def tunnel(socket: WebSocket[Any, Any, Any]) -> None:
         log.info("agent %s (%s) disconnected: %s", agent.pk, agent.name, reason)
 
 
-def _models(message: dict[str, Any]) -> frozenset[str]:
-    models = message.get("models", [])
-    return (
-        frozenset(m for m in models if isinstance(m, str) and 0 < len(m) <= 200)
-        if isinstance(models, list)
-        else frozenset()
-    )
-
-
 async def _read(socket: WebSocket[Any, Any, Any], link: Link, registry: Registry) -> str:
+    """Handle frames until the tunnel ends; returns why. A frame that breaks the protocol never raises out."""
     while True:
         event = await socket.receive()
         if event["type"] == "websocket.disconnect":
             return "the agent disconnected"
         link.last_frame_at = time.monotonic()
-        data = event.get("bytes")
-        if isinstance(data, bytes) and data:
-            request_id, chunk = protocol.split_chunk(data)
-            if exchange := link.exchanges.get(request_id):
-                exchange.on_chunk(chunk)
-            continue
         try:
-            message = protocol.parse(str(event.get("text") or ""))
-        except ValueError:
-            continue
-        kind = message["type"]
-        exchange = link.exchanges.get(str(message.get("id", "")))
-        if kind == "start" and exchange:
-            headers = message.get("headers") or {}
-            exchange.on_start(int(message.get("status", 502)), {str(k): str(v) for k, v in headers.items()})
-        elif kind == "end" and exchange:
-            link.finish(exchange.id)
-            exchange.on_end(message.get("error"))
-        elif kind == "models":
-            link.models = _models(message)
-            registry.notify()
-        elif kind == "draining":
-            link.draining = True
-            registry.notify()
+            await _handle(event, link, registry)
+        except frames.BadFrame as exc:
+            log.warning("agent %s (%s) broke the protocol: %s; closing its tunnel", link.agent_id, link.name, exc)
+            return f"the agent broke the protocol: {exc}"
 
 
-async def _heartbeat(link: Link, registry: Registry, interval: float) -> None:
-    """Ping often; a tunnel that stays silent for three intervals is dead, whatever TCP thinks."""
+async def _handle(event: Any, link: Link, registry: Registry) -> None:
+    data = event.get("bytes")
+    if isinstance(data, bytes) and data:
+        try:
+            request_id, chunk = protocol.split_chunk(data)
+        except ValueError as exc:
+            raise frames.BadFrame(f"a binary frame without a valid request id ({exc})") from None
+        exchange = link.exchanges.get(request_id)
+        if exchange is None:
+            return  # a request the hub has finished or cancelled: late bytes are dropped
+        if len(chunk) > protocol.MAX_CHUNK:
+            exchange.fail(f"the agent sent a chunk larger than {protocol.MAX_CHUNK} bytes")  # on_chunk: no-op then
+        if exchange.ended or not exchange.on_chunk(chunk):
+            await link.cancel(request_id)
+        return
+    try:
+        message = protocol.parse(str(event.get("text") or ""))
+    except (ValueError, RecursionError):
+        raise frames.BadFrame("a text frame that is not a control message") from None
+    kind = message["type"]
+    named = message.get("id")
+    exchange = link.exchanges.get(named) if isinstance(named, str) else None
+    if kind == "start" and exchange:
+        try:
+            status, headers = frames.start(message)
+        except frames.BadFrame as exc:
+            exchange.fail(str(exc))  # that one request fails; the tunnel goes on
+            await link.cancel(exchange.id)
+            return
+        exchange.on_start(status, headers)
+    elif kind == "end" and exchange:
+        link.finish(exchange.id)
+        exchange.on_end(frames.error(message))
+    elif kind == "models":
+        offered = frames.models(message)
+        link.models = offered.names
+        registry.notify()
+        if offered.notice:
+            log.warning("agent %s (%s): %s", link.agent_id, link.name, offered.notice)
+            await link.send(protocol.text("notice", message=offered.notice))
+    elif kind == "draining":
+        link.draining = True
+        registry.notify()
+
+
+async def _heartbeat(link: Link, registry: Registry, interval: float, upstream_timeout: float) -> None:
+    """Ping often; a tunnel that stays silent for three intervals is dead, whatever TCP thinks.
+
+    The same round ends answers whose upstream has sent nothing for `upstream_timeout` while the client waits.
+    """
     while True:
         await asyncio.sleep(interval)
-        if time.monotonic() - link.last_frame_at > 3 * interval:
+        now = time.monotonic()
+        for exchange in list(link.exchanges.values()):
+            if exchange.started.done() and not exchange.parts and now - exchange.last_chunk_at > upstream_timeout:
+                exchange.fail(f"the GPU's server sent nothing for {upstream_timeout:g} s")
+                await link.cancel(exchange.id)
+        if now - link.last_frame_at > 3 * interval:
             link.closed_because = "the agent stopped answering"
             registry.remove(link)
             link.fail_all(link.closed_because)

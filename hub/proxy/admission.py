@@ -20,11 +20,12 @@ from hub.ledger.batch import Charge
 from hub.ledger.purses import Purses
 from hub.pricing import service as pricing
 from hub.pricing.service import Rate
-from hub.proxy.meter import Counts, estimate_tokens, prompt_chars
+from hub.proxy.bounds import Limits
+from hub.proxy.meter import Counts, estimate_tokens
 from hub.proxy.recorder import Finished, Recorder
 from hub.quotas import service as quotas
 from hub.quotas.limiter import Limiter, Scope, Ticket
-from hub.quotas.service import Limits
+from hub.quotas.service import Limits as QuotaLimits
 from hub.usage.models import UsageRecord
 from hub.usage.service import start_of_day
 
@@ -40,6 +41,7 @@ class Pass:
     rate: Rate
     ticket: Ticket
     held: int
+    limits: Limits
     fee_bps: int = 0
     own_only: bool = False
     finished: bool = False
@@ -91,6 +93,7 @@ class Admission:
         key_id: int,
         model: str,
         body: dict[str, Any],
+        body_bytes: int,
         path: str,
         owns_agent_for_model: bool,
     ) -> Pass:
@@ -98,17 +101,19 @@ class Admission:
         member, own = await self._cached(
             ("limits", (user_id, key_id)), lambda db: quotas.limits_for(db, user_id, key_id)
         )
-        prompt = estimate_tokens(prompt_chars(body))
-        completion = 0 if path.endswith("/embeddings") else _max_tokens(body, rate.default_max_tokens)
-        checks: list[tuple[Scope, Limits]] = [(("user", user_id), member)]
-        if own != Limits():
+        limits = Limits.of(
+            body, body_bytes, default_max_tokens=rate.default_max_tokens, embeddings=path.endswith("/embeddings")
+        )
+        checks: list[tuple[Scope, QuotaLimits]] = [(("user", user_id), member)]
+        if own != QuotaLimits():
             checks.append((("key", key_id), own))
-        for scope, limits in checks:
-            if limits.tokens_per_day is not None and self.limiter.needs_seed(scope):
+        for scope, quota in checks:
+            if quota.tokens_per_day is not None and self.limiter.needs_seed(scope):
                 self.limiter.seed(scope, await self._used_today(scope))
-        ticket = self.limiter.admit(checks, prompt + completion)
-        amount = rate.cost(prompt, completion)
-        admitted = Pass(call_id=call_id, user_id=user_id, rate=rate, ticket=ticket, held=0)
+        ticket = self.limiter.admit(checks, estimate_tokens(limits.prompt_chars) + limits.completion)
+        # The hold covers the most the hub would believe of the provider, so the charge never exceeds it.
+        amount = rate.cost(limits.prompt, limits.completion)
+        admitted = Pass(call_id=call_id, user_id=user_id, rate=rate, ticket=ticket, held=0, limits=limits)
         if amount <= 0:
             return admitted
         admitted.fee_bps = await self._cached(("fee", None), pricing.fee_bps)
@@ -147,24 +152,30 @@ class Admission:
         delivered: bool,
         usage: dict[str, Any] | None,
     ) -> None:
-        """The request is over: quotas and its hold now; cost and usage are queued for the recorder."""
+        """The request is over: quotas and its hold now; cost and usage are queued for the recorder.
+
+        Each step runs even if the one before it raised: a slot or a hold must never stay taken.
+        """
         if admitted.finished:
             return
         admitted.finished = True
-        self.limiter.finish(admitted.ticket, counts.prompt_tokens + counts.completion_tokens if delivered else 0)
+        tokens = counts.prompt_tokens + counts.completion_tokens if delivered else 0
         cost = admitted.rate.cost(counts.prompt_tokens, counts.completion_tokens) if delivered else 0
-        charge = None
-        if admitted.held or cost:
-            self.purses.release(admitted.user_id, admitted.call_id, cost=cost)
-            memo = str(usage["model"]) if usage else ""
-            charge = Charge(admitted.call_id, admitted.user_id, provider_id, cost, admitted.fee_bps, memo)
-        if charge is not None or usage is not None:
-            self.recorder.add(Finished(charge, usage))
-
-
-def _max_tokens(body: dict[str, Any], default: int) -> int:
-    for name in ("max_completion_tokens", "max_tokens"):
-        value = body.get(name)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return default
+        cost = min(cost, admitted.held)  # what was not held was never owed (a free model, or the member's own GPU)
+        try:
+            self.limiter.finish(admitted.ticket, tokens)
+        finally:
+            charge = None
+            try:
+                if admitted.held:
+                    self.purses.release(admitted.user_id, admitted.call_id, cost=cost)
+                    memo = str(usage["model"]) if usage else ""
+                    charge = Charge(admitted.call_id, admitted.user_id, provider_id, cost, admitted.fee_bps, memo)
+            finally:
+                if charge is not None or usage is not None:
+                    try:
+                        self.recorder.add(Finished(charge, usage))
+                    except BaseException:
+                        if charge is not None:  # it will never be written: stop reserving it
+                            self.purses.written({charge.consumer_id: charge.cost}, {})
+                        raise

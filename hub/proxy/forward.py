@@ -1,7 +1,8 @@
 """Sending one `/v1` request to a member's GPU and bringing the answer back, streamed as it arrives.
 
 Retries once on another agent if the first fails before the client has seen a byte; after that, a stream ends
-with an error event. The client going away cancels the request at the upstream. Usage is written afterwards.
+with an error event. The client going away cancels the request at the upstream. Only the content types the APIs
+use reach the client. What the answer used is held against the hub's bounds (`bounds.bill`) before it counts.
 """
 
 from __future__ import annotations
@@ -10,51 +11,37 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from litestar import Response
 from litestar.response import Stream
 
-from hub.agents.live import AgentLost, Exchange, Link
+from hub.agents.live import AgentLost, AnswerTooLarge, Exchange, Link
 from hub.background import Background
-from hub.db import utcnow
 from hub.errors import HubError, UpstreamFailed
-from hub.keys.cache import Caller
 from hub.metrics import Metrics
-from hub.proxy.admission import Admission, Pass
-from hub.proxy.meter import Counts, StreamMeter, counts_of_answer
+from hub.proxy.admission import Admission
+from hub.proxy.bounds import Counted, bill
+from hub.proxy.flight import Call, Ends, Flight
+from hub.proxy.meter import Relayed, Report, StreamMeter, read_answer
 from hub.proxy.scheduler import Scheduler
+from hub.tokenizers.counting import TokenCounter, Tokenizers, completion_tokens_async, prompt_tokens_async
 
-PASS_HEADERS = ("content-type",)
+# What the APIs answer with; anything else (an HTML page, say) would be served from the hub's own origin.
+MEDIA_TYPES = {
+    "application/json": "application/json",
+    "text/event-stream": "text/event-stream",
+    "text/plain": "text/plain; charset=utf-8",
+}
 T = TypeVar("T")
 
+__all__ = ["Call", "Proxy"]
 
-@dataclass
-class Call:
-    """One client request, parsed once."""
 
-    caller: Caller
-    path: str
-    body: dict[str, Any]
-    raw: str
-    model: str
-    stream: bool
-    wants_usage: bool
-    arrived: float = field(default_factory=time.monotonic)
-    admitted: Pass | None = None
-
-    @classmethod
-    def build(cls, caller: Caller, path: str, body: dict[str, Any], raw: str) -> Call:
-        stream = body.get("stream") is True
-        options = body.get("stream_options")
-        wants_usage = isinstance(options, dict) and options.get("include_usage") is True
-        if stream and not wants_usage:
-            # Ask for usage on the client's behalf; the extra chunk is taken out again on the way back.
-            body = {**body, "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True}}
-            raw = json.dumps(body)
-        return cls(caller, path, body, raw, str(body["model"]), stream, wants_usage)
+def _no_disputes(agent_id: int) -> None:
+    return None
 
 
 @dataclass
@@ -64,69 +51,127 @@ class Proxy:
     background: Background
     metrics: Metrics
     upstream_timeout: float
+    max_answer_bytes: int = 16 * 1024 * 1024
+    on_dispute: Callable[[int], None] = field(default=_no_disputes)
+    tokenizers: Tokenizers | None = None
+
+    def __post_init__(self) -> None:
+        self.ends = Ends(self.scheduler, self.admission, self.metrics, self.on_dispute, self.background.spawn)
 
     async def handle(self, call: Call, gone: Coroutine[Any, Any, None]) -> Response[Any]:
         """Answer `call`; `gone` finishes when the client disconnects, which cancels the work at the upstream."""
         watcher = asyncio.ensure_future(gone)
         try:
-            serving = self.scheduler.serving(call.model, call.caller.user_id)
-            if not serving:
-                raise self.scheduler.unknown(call.model)  # before any hold: bad input never touches credits
-            call.admitted = admitted = await self.admission.admit(
+            serving = self.scheduler.serving(call.model, call.caller.user_id, call.caller.scope)
+            if not serving:  # before any hold: bad input never touches credits
+                raise self.scheduler.unknown(call.model, call.caller.scope)
+            admitted = await self.admission.admit(
                 call_id=uuid.uuid4().hex,
                 user_id=call.caller.user_id,
                 key_id=call.caller.key_id,
                 model=call.model,
                 body=call.body,
+                body_bytes=call.body_bytes,
                 path=call.path,
                 owns_agent_for_model=any(link.owner_id == call.caller.user_id for link in serving),
             )
+            flight = Flight(call, self.ends, admitted)  # from here on, its end gives back what admission took
             try:
-                response = await self._answer(call, watcher)
-            except BaseException:
-                self.admission.finish(admitted, provider_id=None, counts=Counts(), delivered=False, usage=None)
+                response = await self._answer(flight, watcher)
+            except BaseException as exc:  # the scheduler refused, or something broke: no-op if it already ended
+                flight.end(exc.status_code if isinstance(exc, HubError) else 502, error=str(exc)[:300])
                 raise
             response.headers.update(admitted.ticket.headers)
             return response
         finally:
             watcher.cancel()
 
-    async def _answer(self, call: Call, gone: asyncio.Future[None]) -> Response[Any]:
-        link, exchange, status, headers = await _unless(gone, self._first_answer(call))
+    async def _answer(self, flight: Flight, gone: asyncio.Future[None]) -> Response[Any]:
+        call = flight.call
+        link, exchange, status, media_type = await _unless(gone, self._first_answer(flight))
         answered = time.monotonic()
-        media_type = headers.get("content-type", "application/json")
-        if call.stream and status == 200 and media_type.startswith("text/event-stream"):
+        if media_type is None:
+            self.background.spawn(link.cancel(exchange.id))
+            flight.end(502, error="the upstream answered with a content type the hub does not pass on")
+            raise UpstreamFailed(
+                "The GPU's server answered with a content type that the hub does not pass on "
+                "(only JSON, event streams and plain text)."
+            )
+        if call.stream and status == 200 and media_type == "text/event-stream":
             return Stream(
-                self._relay(call, link, exchange),
+                self._relay(flight, link, exchange),
                 status_code=200,
                 media_type=media_type,
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         try:
-            body = await _unless(gone, asyncio.wait_for(exchange.body(), timeout=self.upstream_timeout))
+            body = await _unless(
+                gone, asyncio.wait_for(exchange.body(self.max_answer_bytes), timeout=self.upstream_timeout)
+            )
         except ClientGone:
             self.background.spawn(link.cancel(exchange.id))
-            self._done(call, link, exchange.id, 499, Counts(), error="the client went away")
+            flight.end(499, error="the client went away")
             raise
+        except AnswerTooLarge as exc:
+            self.background.spawn(link.cancel(exchange.id))
+            flight.end(502, error=str(exc))
+            limit = self.max_answer_bytes
+            raise UpstreamFailed(f"The GPU's answer is larger than this hub's limit of {limit} bytes.") from None
         except (AgentLost, TimeoutError) as exc:
-            self._done(call, link, exchange.id, 502, Counts(), error=str(exc) or "timed out")
+            flight.end(502, error=str(exc) or "timed out")
             raise UpstreamFailed(f"The GPU's server stopped answering: {exc or 'timed out'}.") from None
         finally:
             link.finish(exchange.id)
         if status >= 500:
-            self._done(call, link, exchange.id, 502, Counts(), error=f"upstream status {status}")
+            flight.end(502, error=f"upstream status {status}")
             raise UpstreamFailed(f"The GPU's server failed (HTTP {status}). Try again, or ask its owner.")
-        counts = counts_of_answer(body, call.body) if status < 400 else Counts()
-        self._done(call, link, exchange.id, status, counts, first=answered)
+        flight.first = answered
+        if status >= 400:
+            flight.end(status)
+        else:
+            answer = read_answer(body, keep_text=self._counter(flight) is not None)
+            self._finish(flight, status, answer.report, answer.relayed)
         return Response(body, status_code=status, media_type=media_type)
 
-    async def _first_answer(self, call: Call) -> tuple[Link, Exchange, int, dict[str, str]]:
+    def _counter(self, flight: Flight) -> TokenCounter | None:
+        return self.tokenizers.counter(flight.call.model) if self.tokenizers else None
+
+    def _finish(self, flight: Flight, status: int, report: Report | None, relayed: Relayed, error: str = "") -> None:
+        """Bill what the answer used and end the request; with a tokenizer, the hub counts first (off this path)."""
+        counter = self._counter(flight)
+        if counter is None:
+            flight.end(status, bill(flight.admitted.limits, report, relayed), error=error)
+            return
+        flight.let_go()  # the agent is free now; only the bill waits for the count
+        self.background.spawn(self._finish_counted(flight, counter, status, report, relayed, error))
+
+    async def _finish_counted(
+        self, flight: Flight, counter: TokenCounter, status: int, report: Report | None, relayed: Relayed, error: str
+    ) -> None:
+        limits = flight.admitted.limits
+        counted = None
+        try:
+            prompt = await prompt_tokens_async(counter, flight.call.body)
+            completion = None
+            if relayed.texts is not None:
+                texts = ["".join(relayed.texts)]  # one text: fragment by fragment would count more tokens
+                completion = await completion_tokens_async(counter, texts, choices=min(relayed.choices, limits.choices))
+            # What the hub cannot count (an image, a text too long to keep) is held by the other bounds only.
+            counted = Counted(prompt, completion)
+        finally:
+            flight.end(status, bill(limits, report, relayed, counted=counted), error=error)
+
+    async def _first_answer(self, flight: Flight) -> tuple[Link, Exchange, int, str | None]:
         """Route, send, and wait for the status line; one retry elsewhere before the client sees anything."""
+        call = flight.call
         tried: frozenset[int] = frozenset()
         while True:
-            own_only = call.admitted is not None and call.admitted.own_only
-            link = await self.scheduler.acquire(call.model, call.caller.user_id, tried, own_only=own_only)
+            own_only = flight.admitted.own_only
+            link = await self.scheduler.acquire(
+                call.model, call.caller.user_id, tried, own_only=own_only, scope=call.caller.scope
+            )
             request_id = uuid.uuid4().hex
+            flight.hold(link, request_id)
             try:
                 exchange = await link.open(request_id, call.path, call.raw)
                 status, headers = await asyncio.wait_for(asyncio.shield(exchange.started), self.upstream_timeout)
@@ -135,101 +180,60 @@ class Proxy:
                 self.background.spawn(link.cancel(request_id))
                 tried |= {link.agent_id}
                 if len(tried) < 2 and self._another(call, tried):
-                    self.scheduler.release(link)
+                    flight.let_go()
                     continue
-                self._done(call, link, request_id, 502, Counts(), error=message)
+                flight.end(502, error=message)
                 raise UpstreamFailed(f"The GPU serving '{call.model}' failed before answering: {message}.") from None
             except asyncio.CancelledError:
                 self.background.spawn(link.cancel(request_id))
-                self._done(call, link, request_id, 499, Counts(), error="the client went away")
+                flight.end(499, error="the client went away")
                 raise
             if status >= 500 and len(tried) < 1 and self._another(call, tried | {link.agent_id}):
                 self.background.spawn(link.cancel(request_id))
-                self.scheduler.release(link)
+                flight.let_go()
                 tried |= {link.agent_id}
                 continue
-            return link, exchange, status, {k.lower(): v for k, v in headers.items() if k.lower() in PASS_HEADERS}
+            content_type = headers.get("content-type", "application/json")
+            return link, exchange, status, MEDIA_TYPES.get(content_type.split(";")[0].strip().lower())
 
     def _another(self, call: Call, tried: frozenset[int]) -> bool:
-        serving = self.scheduler.registry.serving(call.model, call.caller.user_id)
+        serving = self.scheduler.registry.serving(call.model, call.caller.user_id, call.caller.scope)
         return any(link.agent_id not in tried for link in serving)
 
-    async def _relay(self, call: Call, link: Link, exchange: Exchange) -> AsyncIterator[bytes]:
-        meter = StreamMeter(strip_usage=not call.wants_usage, request=call.body)
-        first: float | None = None
+    async def _relay(self, flight: Flight, link: Link, exchange: Exchange) -> AsyncIterator[bytes]:
+        call = flight.call
+        meter = StreamMeter(
+            strip_usage=not call.wants_usage, relayed=Relayed.keeping(self._counter(flight) is not None)
+        )
         finished = False
         error = ""
         try:
             while True:
-                part = await exchange.chunks.get()
-                if part is None:
-                    finished = True
-                    break
-                if isinstance(part, AgentLost):
-                    error = str(part) or "the GPU stopped"
+                try:
+                    part = await exchange.next()
+                    if part is None:
+                        finished = True
+                        break
+                    flight.first = flight.first or time.monotonic()
+                    out = meter.feed(part)
+                except (AgentLost, HubError) as exc:
+                    error = str(exc) or "the GPU stopped"
                     finished = True
                     yield _error_event(f"The GPU serving '{call.model}' stopped mid-answer: {error}.")
                     break
-                first = first or time.monotonic()
-                if out := meter.feed(part):
+                if out:
                     yield out
-            if tail := meter.flush():
+            if not error and (tail := meter.flush()):
                 yield tail
         finally:
             if not finished:
                 error = "the client went away"
                 self.background.spawn(link.cancel(exchange.id))
+            elif error:
+                self.background.spawn(link.cancel(exchange.id))
             link.finish(exchange.id)
             status = 200 if not error else 499 if not finished else 502
-            self._done(call, link, exchange.id, status, meter.counts(), error=error, first=first)
-
-    def _done(
-        self,
-        call: Call,
-        link: Link,
-        request_id: str,
-        status: int,
-        counts: Counts,
-        *,
-        error: str = "",
-        first: float | None = None,
-    ) -> None:
-        """Free the slot and the hold; the recorder writes the cost and the usage row with the next batch."""
-        self.scheduler.release(link)
-        now = time.monotonic()
-        ttft = first - call.arrived if first is not None else None
-        self.metrics.observe(
-            model=call.model,
-            status=status,
-            prompt=counts.prompt_tokens,
-            completion=counts.completion_tokens,
-            ttft=ttft,
-            seconds=now - call.arrived,
-        )
-        entry = {  # a row of the usage table
-            # The call's id (shared with its hold and its ledger transaction), not the attempt's.
-            "request_id": call.admitted.call_id if call.admitted else request_id,
-            "user_id": call.caller.user_id,
-            "key_id": call.caller.key_id,
-            "agent_id": link.agent_id,
-            "model": call.model[:200],
-            "endpoint": call.path.removeprefix("/v1/")[:40],
-            "stream": call.stream,
-            "status": status,
-            "prompt_tokens": counts.prompt_tokens,
-            "completion_tokens": counts.completion_tokens,
-            "estimated": counts.estimated,
-            "ttft_ms": round(ttft * 1000) if ttft is not None else None,
-            "duration_ms": round((now - call.arrived) * 1000),
-            "error": error[:300],
-            "created_at": utcnow(),
-        }
-        # What reached the client is charged: a whole answer, or the part of a stream that got through.
-        delivered = status < 400 or (call.stream and first is not None)
-        if call.admitted is not None:
-            self.admission.finish(
-                call.admitted, provider_id=link.owner_id, counts=counts, delivered=delivered, usage=entry
-            )
+            self._finish(flight, status, meter.report, meter.relayed, error)
 
 
 class ClientGone(HubError):

@@ -10,7 +10,7 @@ import pytest
 
 from tests.agent.conftest import MODELS, agent
 from tests.support.cluster import agent_process, agent_token, member, signed_in, submit
-from tests.support.fake_upstream import RunningFake
+from tests.support.fake_upstream import RunningFake, fake_upstream
 from tests.support.hub import LiveHub, hub_env, live_hub
 from tests.support.processes import free_port
 
@@ -76,3 +76,17 @@ def test_doctor_leaves_the_running_agent_with_the_same_token_connected(
     assert lines[0] == "exit 0", lines
     assert answer.choices[0].message.content == "tok0 tok1"
     assert not [line for line in after_doctor if "disconnected" in line or "took over" in line], after_doctor
+
+
+def test_doctor_shows_which_models_the_hub_refuses(real_hub: LiveHub) -> None:
+    owner = member(real_hub, "milo@lab.example.org")
+    many = [f"model-{n}" for n in range(1001)] + ["x" * 201]
+    with fake_upstream(many) as crowded:
+        lines = doctor(real_hub, agent_token(real_hub, owner.email, "crowded"), crowded)
+
+    assert lines[0] == "exit 1", lines
+    assert "✓ the hub accepted the agent token (this agent is 'crowded')" in lines
+    assert (
+        "✗ the hub ignored 1 model name(s) that are not text of 1 to 200 printable characters "
+        "and 1 model(s) past the limit of 1000 per agent"
+    ) in lines

@@ -122,8 +122,8 @@ async def test_doctor_is_happy_when_the_hub_welcomes_the_token(hub: StandInHub, 
     assert result.returncode == 0, result.stdout
     assert f"✓ the hub at {hub.url} is up" in result.stdout.splitlines()
     assert "✓ the hub accepted the agent token" in result.stdout
-    # The doctor advertises nothing, so the hub never sends it work.
-    assert (hello["capacity"], hello["models"]) == (0, [])
+    # The doctor shows the hub its models, so the hub can check them, but with capacity 0: it gets no work.
+    assert (hello["capacity"], sorted(hello["models"])) == (0, ["llama-3-8b", "qwen2.5-7b"])
     await ws.wait_closed()
 
 

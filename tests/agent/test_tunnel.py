@@ -7,6 +7,7 @@ the WebSocket is played by the test, so each frame the agent sends can be checke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import uuid
@@ -84,6 +85,7 @@ async def test_the_agent_says_hello_and_answers_pings(hub: StandInHub, upstream:
             "capacity": 3,
             "models": MODELS,
             "gpus": [],
+            "window": True,
         }
         assert await receive(ws) == {"type": "pong", "t": 1234.5}
 
@@ -103,6 +105,36 @@ async def test_a_stream_comes_back_chunk_by_chunk_as_the_upstream_sends_it(
         assert b'"content":" tok2"' in chunks[2] and chunks[3] == b"data: [DONE]\n\n"
         assert end == {"type": "end", "id": start["id"], "error": None}
         assert (await upstream.stats())["last_body"] == body
+
+
+async def test_the_agent_sends_no_more_than_the_window_until_the_hub_acknowledges(
+    hub: StandInHub, upstream: RunningFake
+) -> None:
+    window = protocol.MAX_CHUNK
+    async with running_agent(hub, upstream):
+        ws = await hub.accept()
+        await receive(ws)
+        await ws.send(protocol.text("welcome", agent_id="agent-1", name="rig-1", heartbeat=5, window=window))
+        request_id = await send_request(ws, chat(stream=True, fake={"stream_bytes": 2_000_000}))
+
+        async def body_bytes(until: int) -> int:
+            """Body bytes received until `until` of them came, or until the agent stops sending for 2 s."""
+            received = 0
+            with contextlib.suppress(TimeoutError):
+                while received < until:
+                    async with asyncio.timeout(2):
+                        frame = await ws.recv()
+                    if isinstance(frame, bytes):
+                        received += len(frame) - protocol.ID_BYTES
+            return received
+
+        before_ack = await body_bytes(10 * window)
+        await ws.send(protocol.text("ack", id=request_id, bytes=before_ack))
+        after_ack = await body_bytes(1)
+        await ws.send(protocol.text("cancel", id=request_id))
+
+    assert window <= before_ack <= window + protocol.MAX_CHUNK
+    assert after_ack > 0  # acknowledged: the answer flows again
 
 
 async def test_an_upstream_error_status_is_passed_on_as_an_answer(hub: StandInHub, upstream: RunningFake) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import fresh_postgres
 from tests.support.hub import LiveHub, hub_env, live_hub
 from tests.support.processes import free_port
 
@@ -30,3 +31,13 @@ def hub(tmp_path: Path) -> Iterator[LiveHub]:
 
 def database_of(hub: LiveHub) -> Path:
     return Path(hub.env["GPUCLUB_DATA_DIR"]) / "gpuclub.db"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def live_database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database for one module's hub: its own SQLite file, or its own PostgreSQL database (dropped after)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'gpuclub.db'}"
+        return
+    with fresh_postgres("gpuclub_live", driver="postgresql") as url:
+        yield url

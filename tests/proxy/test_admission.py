@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from sqlalchemy import event
@@ -43,6 +44,7 @@ async def test_a_burst_of_requests_reads_the_price_once_and_holds_for_each(
                 key_id=0,
                 model="m",
                 body=body,
+                body_bytes=len(json.dumps(body)),
                 path="/v1/chat/completions",
                 owns_agent_for_model=False,
             )

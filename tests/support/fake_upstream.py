@@ -8,7 +8,11 @@ prints `FAKE READY <port>` once listening (`--port 0` picks a free port). Answer
 Quirks: models-both, models-only (shape of /v1/models), no-done, no-usage, any-model, require-key=KEY,
 stall (accepts every request and never answers, like a wedged GPU server).
 Per request, a body field `"fake": {...}` steers it: first_byte_delay, chunk_delay (seconds), status (answer with
-that HTTP status and an OpenAI error), die_after_chunks (drop the connection after N chunks), hang (never answer).
+that HTTP status and an OpenAI error), die_after_chunks (drop the connection after N chunks), hang (never answer),
+tokens (stop after that many tokens). A lying server: usage (report this object instead of the true usage),
+content_type (answer with that content type), body_bytes (a plain answer of that many bytes, in 64 KiB pieces),
+stream_bytes (a stream of events carrying that many bytes of text), silent_after (send the headers and this many
+chunks, then nothing, ever).
 GET /fake/stats → {requests, in_flight, cancelled, completed, model_listings, last_body}; with a query such as
 `?cancelled=2&in_flight=0` it answers once those counters reach at least (in_flight: exactly) those values,
 or after 10 s with whatever they are, so tests need no polling. PUT /fake/models ["a", "b"] changes the list.
@@ -197,8 +201,14 @@ class FakeUpstream:
         elif model not in self.models and "any-model" not in self.quirks:
             message = f"The model `{model}` does not exist or you do not have access to it."
             answer = _error(404, message, "invalid_request_error", "model_not_found")
+        elif "body_bytes" in controls:
+            answer = Answer(200, _padding(int(controls["body_bytes"])))
+        elif "stream_bytes" in controls:
+            answer = Answer(200, _text_events(model, int(controls["stream_bytes"])), stream=True)
         else:
             answer = handler(body, model)
+            if "usage" in controls:
+                answer = Answer(answer.status, _lie(answer.chunks, controls["usage"]), answer.stream)
         answer.controls = controls
         return answer
 
@@ -215,6 +225,9 @@ class FakeUpstream:
         """(completion tokens, finish_reason, whether usage goes at the end of a stream)."""
         limit = body.get("max_completion_tokens", body.get("max_tokens"))
         tokens = int(limit) if isinstance(limit, int) and limit >= 0 else DEFAULT_TOKENS
+        fake = body.get("fake")
+        if isinstance(fake, dict) and isinstance(fake.get("tokens"), int):
+            tokens = min(tokens, fake["tokens"])  # a model that stops early
         options = body.get("stream_options")
         wants_usage = isinstance(options, dict) and options.get("include_usage") is True
         return tokens, "length" if limit is not None else "stop", wants_usage and "no-usage" not in self.quirks
@@ -271,6 +284,36 @@ class FakeUpstream:
         return Answer(200, iter([_json({"object": "list", "data": data, "model": model, "usage": usage})]))
 
 
+def _lie(chunks: Iterator[bytes], usage: Any) -> Iterator[bytes]:
+    """The same answer, with `usage` in place of the true numbers wherever usage is reported."""
+    for chunk in chunks:
+        prefix = b"data: " if chunk.startswith(b"data: {") else b""
+        try:
+            payload = json.loads(chunk[len(prefix) :])
+        except ValueError:
+            yield chunk
+            continue
+        if isinstance(payload, dict) and payload.get("usage"):
+            payload["usage"] = usage
+        yield prefix + _json(payload) + (b"\n\n" if prefix else b"")
+
+
+def _padding(size: int) -> Iterator[bytes]:
+    piece = b'{"pad":"' + b"x" * 65_528
+    for sent in range(0, size, len(piece)):
+        yield piece[: size - sent]
+
+
+def _text_events(model: str, size: int) -> Iterator[bytes]:
+    """SSE chunks carrying about `size` bytes of text, 16 KiB an event, then [DONE]."""
+    text = "y" * 16_384
+    head = {"id": "chatcmpl-big", "object": "chat.completion.chunk", "created": CREATED, "model": model}
+    for _ in range(0, size, len(text)):
+        choice = {"index": 0, "delta": {"content": text}, "finish_reason": None}
+        yield b"data: " + _json({**head, "choices": [choice]}) + b"\n\n"
+    yield b"data: [DONE]\n\n"
+
+
 def _vector(text: str, size: int) -> list[float]:
     digest = hashlib.sha256(text.encode()).digest() * 2
     return [round(b / 127.5 - 1, 4) for b in digest[:size]]
@@ -285,15 +328,22 @@ async def _play(answer: Answer, send: Send) -> bool:
         await asyncio.sleep(delay)
     if answer.stream:
         headers, chunks = [SSE], answer.chunks
+    elif "body_bytes" in controls:
+        headers, chunks = [JSON], answer.chunks
     else:
         body = b"".join(answer.chunks)
         headers, chunks = [JSON, (b"content-length", str(len(body)).encode())], iter([body])
+    if "content_type" in controls:
+        headers = [(b"content-type", str(controls["content_type"]).encode()), *headers[1:]]
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})
     die_after = controls.get("die_after_chunks")
     pause = float(controls.get("chunk_delay", 0))
+    silent_after = controls.get("silent_after")
     for sent, data in enumerate(chunks):
         if die_after is not None and sent >= int(die_after):
             return False  # returning unfinished makes uvicorn drop the connection mid-body
+        if silent_after is not None and sent >= int(silent_after):
+            await asyncio.Event().wait()
         if pause and sent:
             await asyncio.sleep(pause)
         await send({"type": "http.response.body", "body": data, "more_body": True})
