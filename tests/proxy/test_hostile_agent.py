@@ -191,13 +191,16 @@ async def test_a_flood_past_the_window_fails_that_stream_and_memory_stays_bounde
 
 async def test_a_huge_plain_answer_is_cut_at_the_limit_and_memory_stays_bounded(hub: LiveHub, consumer: Member) -> None:
     async def huge(agent: HostileAgent, request: dict[str, Any]) -> None:
+        """300 MB, keeping to the flow-control window (the flood test is the one that does not)."""
         await agent.send("start", id=request["id"], status=200, headers={"content-type": "application/json"})
         chunk = b"x" * protocol.MAX_CHUNK
-        for _ in range(300 * MB // len(chunk)):
+        for sent in range(0, 300 * MB, len(chunk)):
+            while sent - agent.acks(request["id"]) >= protocol.WINDOW and not agent.cancelled(request["id"]):
+                agent.changed.clear()
+                await agent.changed.wait()
             if agent.cancelled(request["id"]):
                 return
             await agent.send_bytes(request["id"], chunk)
-            await asyncio.sleep(0)  # let this process read the hub's frames too
 
     before = memory(hub)
     async with hostile_agent(hub, token(hub, "huge"), huge):
