@@ -95,6 +95,8 @@ class Window:
 
     async def room(self) -> None:
         """Wait until the hub has taken enough; a hub that takes nothing for WINDOW_WAIT s ends the request."""
+        if self.size is None or self.unacked < self.size:
+            return  # the usual case, on every chunk: no timer to set up
         try:
             async with asyncio.timeout(WINDOW_WAIT):
                 while self.size is not None and self.unacked >= self.size:
