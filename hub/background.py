@@ -6,6 +6,7 @@ Tasks are kept (so they are not garbage-collected mid-way) and awaited at shutdo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -30,3 +31,11 @@ class Background:
     async def drain(self) -> None:
         while self.tasks:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
+
+
+async def cancel(task: asyncio.Task[Any] | None) -> None:
+    """Stop a loop that runs for the life of the app (housekeeping, tokenizer refresh, probes) and wait for it."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
+from hub.background import cancel
 from hub.db import Database
 from hub.ledger.grants import grant_monthly_allowances
 from hub.ledger.purses import Purses
@@ -27,10 +27,7 @@ class Housekeeping:
         self.task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        await cancel(self.task)
 
     async def run_once(self) -> None:
         released = self.purses.sweep()

@@ -10,7 +10,6 @@ The rules (the question, the comparison, what is stored) are in `probes.py`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import uuid
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 
 from hub.agents import probes
 from hub.agents.live import AgentLost, AnswerTooLarge, Link, Registry
+from hub.background import cancel
 from hub.db import Database
 
 log = logging.getLogger("gpuclub")
@@ -80,10 +80,7 @@ class Prober:
             self.task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        await cancel(self.task)
 
     def serving(self) -> dict[str, list[int]]:
         """Model → the agents that could answer a probe for it now."""

@@ -22,7 +22,6 @@ fell to 2.5 ms). Loading a tokenizer.json holds the GIL for about 40 ms per MB; 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from typing import Any
 from sqlmodel.ext.asyncio.session import AsyncSession
 from tokenizers import Tokenizer
 
+from hub.background import cancel
 from hub.db import Database
 from hub.tokenizers import service
 
@@ -262,10 +262,7 @@ class Tokenizers:
         self.task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        await cancel(self.task)
 
     async def _refresh_logged(self) -> None:
         try:
