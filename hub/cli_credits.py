@@ -20,12 +20,17 @@ Runner = Any  # hub.cli._run: (settings, job) -> str
 def cmd_price_set(run: Runner, settings: Settings, args: argparse.Namespace) -> str:
     input_micro = parse_credits(args.input, what="input price", allow_zero=True)
     output_micro = parse_credits(args.output, what="output price", allow_zero=True)
+    audio = args.per_audio_minute
+    audio_micro = None if audio is None else parse_credits(audio, what="price per audio minute", allow_zero=True)
 
     async def job(db: Any) -> str:
-        price = await pricing.set_price(db, None, args.model, input_micro=input_micro, output_micro=output_micro)
+        price = await pricing.set_price(
+            db, None, args.model, input_micro=input_micro, output_micro=output_micro, audio_micro=audio_micro
+        )
+        audio_price = f", {format_credits(price.audio_per_minute)} per audio minute" if price.audio_per_minute else ""
         return (
             f"{price.model}: {format_credits(price.input_per_million)} in, "
-            f"{format_credits(price.output_per_million)} out (credits per million tokens)"
+            f"{format_credits(price.output_per_million)} out (credits per million tokens){audio_price}"
         )
 
     return str(run(settings, job))
@@ -107,6 +112,9 @@ def add_commands(commands: Any, run: Runner) -> None:
     setter.add_argument("model")
     setter.add_argument("--input", required=True)
     setter.add_argument("--output", required=True)
+    setter.add_argument(
+        "--per-audio-minute", help="credits per minute of transcribed audio, billed by the second (default: unchanged)"
+    )
     setter.set_defaults(func=bind(cmd_price_set))
 
     fee = commands.add_parser("fee", help="set the club fee").add_subparsers(dest="action", required=True)

@@ -118,3 +118,55 @@ def test_keys_made_before_trust_scopes_reach_any_gpu_and_the_scopes_can_be_rolle
 
     assert trust == "any"
     assert "trust" not in key_columns and "key_trusted_providers" not in tables
+
+
+def test_prices_and_usage_from_before_audio_cost_nothing_for_audio_and_audio_can_be_rolled_back(
+    empty_database: str,
+) -> None:
+    from alembic import command
+
+    from hub.migrate import alembic_config
+
+    upgrade(empty_database, "0010")
+    engine = create_engine(_sync(empty_database))
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO prices (model, input_per_million, output_per_million, default_max_tokens) "
+                "VALUES ('old', 1, 2, 1024)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO users (email, name, role, status, created_at) "
+                "VALUES ('old@lab.example.org', 'Old', 'member', 'active', CURRENT_TIMESTAMP)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO usage (request_id, user_id, model, endpoint, stream, status, prompt_tokens, "
+                "completion_tokens, estimated, disputed, duration_ms, error, created_at) "
+                "SELECT 'r1', id, 'old', 'chat/completions', false, 200, 3, 4, false, false, 10, '', CURRENT_TIMESTAMP "
+                "FROM users"
+            )
+        )
+    engine.dispose()
+
+    upgrade(empty_database, "0011")
+    engine = create_engine(_sync(empty_database))
+    with engine.connect() as connection:
+        audio_price = connection.execute(text("SELECT audio_per_minute FROM prices WHERE model = 'old'")).scalar_one()
+        audio_ms = connection.execute(text("SELECT audio_ms FROM usage WHERE request_id = 'r1'")).scalar_one()
+    engine.dispose()
+    command.downgrade(alembic_config(empty_database), "0010")
+    engine = create_engine(_sync(empty_database))
+    inspector = inspect(engine)
+    price_columns = {column["name"] for column in inspector.get_columns("prices")}
+    usage_columns = {column["name"] for column in inspector.get_columns("usage")}
+    with engine.connect() as connection:
+        kept = connection.execute(text("SELECT input_per_million, output_per_million FROM prices")).one()
+    engine.dispose()
+
+    assert (audio_price, audio_ms) == (0, None)
+    assert "audio_per_minute" not in price_columns and "audio_ms" not in usage_columns
+    assert tuple(kept) == (1, 2)

@@ -68,9 +68,17 @@ async def price_set(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> 
     form = await request.form()
     input_micro = parse_credits(form.get("input", ""), what="input price", allow_zero=True)
     output_micro = parse_credits(form.get("output", ""), what="output price", allow_zero=True)
+    audio = form.get("audio", "").strip()  # empty keeps the model's price per audio minute
+    audio_micro = parse_credits(audio, what="price per audio minute", allow_zero=True) if audio else None
     max_tokens = parse_count(form.get("max_tokens", "") or "1024", what="default max tokens", high=1_000_000)
     price = await club.save_price(
-        db, user, form.get("model", ""), input_micro=input_micro, output_micro=output_micro, max_tokens=max_tokens
+        db,
+        user,
+        form.get("model", ""),
+        input_micro=input_micro,
+        output_micro=output_micro,
+        max_tokens=max_tokens,
+        audio_micro=audio_micro,
     )
     name = "The default price" if price.model == DEFAULT else f"The price of {price.model}"
     return await _changed(request, db, user, f"{name} is saved.")

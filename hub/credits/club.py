@@ -145,16 +145,26 @@ async def ledger_health(db: AsyncSession, actor: User) -> LedgerHealth:
 
 
 async def save_price(
-    db: AsyncSession, actor: User, model: str, *, input_micro: int, output_micro: int, max_tokens: int
+    db: AsyncSession,
+    actor: User,
+    model: str,
+    *,
+    input_micro: int,
+    output_micro: int,
+    max_tokens: int,
+    audio_micro: int | None = None,
 ) -> Price:
     """Set a model's price and the hold size for requests that do not say max_tokens, in one commit.
 
-    `hub.pricing.service.set_price` sets the two prices only; the hold size belongs with them on this form.
+    `hub.pricing.service.set_price` sets the prices only; the hold size belongs with them on this form. An audio
+    price of None keeps the model's current one.
     """
     require_admin(actor)
     model = clean_text(model, what="model name", max_length=200, required=True)
     price = await db.get(Price, model) or Price(model=model)
     price.input_per_million, price.output_per_million = input_micro, output_micro
+    if audio_micro is not None:
+        price.audio_per_minute = audio_micro
     price.default_max_tokens = max_tokens
     db.add(price)
     await db.commit()

@@ -16,6 +16,7 @@ from hub.pricing.models import DEFAULT, Price
 
 FEE_KEY = "fee_bps"
 PER_MILLION = 1_000_000
+MS_PER_MINUTE = 60_000
 
 
 @dataclass(frozen=True)
@@ -23,30 +24,47 @@ class Rate:
     input_per_million: int
     output_per_million: int
     default_max_tokens: int = 1024
+    audio_per_minute: int = 0
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> int:
-        """Rounded up to the next micro-credit, so many tiny requests are never free by rounding."""
-        total = prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million
-        return -(-total // PER_MILLION)
+    def cost(self, prompt_tokens: int, completion_tokens: int, audio_ms: int = 0) -> int:
+        """Rounded up to the next micro-credit, so many tiny requests are never free by rounding.
+
+        Tokens are priced per million and audio per minute (60,000 ms); both parts are summed over one common
+        denominator so the total is rounded once, not each part.
+        """
+        tokens = prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million
+        total = tokens * MS_PER_MINUTE + audio_ms * self.audio_per_minute * PER_MILLION
+        return -(-total // (PER_MILLION * MS_PER_MINUTE))
 
 
 async def rate_for(db: AsyncSession, model: str) -> Rate:
     price = await db.get(Price, model) or await db.get(Price, DEFAULT)
     if price is None:
         return Rate(0, 0)
-    return Rate(price.input_per_million, price.output_per_million, price.default_max_tokens)
+    return Rate(price.input_per_million, price.output_per_million, price.default_max_tokens, price.audio_per_minute)
 
 
 async def list_prices(db: AsyncSession) -> list[Price]:
     return list((await db.exec(select(Price).order_by(col(Price.model)))).all())
 
 
-async def set_price(db: AsyncSession, actor: User | None, model: str, *, input_micro: int, output_micro: int) -> Price:
+async def set_price(
+    db: AsyncSession,
+    actor: User | None,
+    model: str,
+    *,
+    input_micro: int,
+    output_micro: int,
+    audio_micro: int | None = None,
+) -> Price:
+    """Set a model's token prices, and its price per audio minute unless `audio_micro` is None (kept as it is)."""
     if actor is not None:
         require_admin(actor)
     model = clean_text(model, what="model name", max_length=200, required=True)
     price = await db.get(Price, model) or Price(model=model)
     price.input_per_million, price.output_per_million = input_micro, output_micro
+    if audio_micro is not None:
+        price.audio_per_minute = audio_micro
     db.add(price)
     await db.commit()
     return price

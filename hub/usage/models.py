@@ -34,6 +34,7 @@ class UsageRecord(SQLModel, table=True):
     reported_prompt_tokens: int | None = Field(default=None, sa_type=BigInteger)
     reported_completion_tokens: int | None = Field(default=None, sa_type=BigInteger)
     disputed: bool = False
+    audio_ms: int | None = Field(default=None, sa_type=BigInteger)  # the audio a transcription was billed for
     ttft_ms: int | None = None
     duration_ms: int = 0
     error: str = Field(default="", max_length=300)

@@ -26,6 +26,8 @@ async def used(
     key_id: int | None = None,
     agent_id: int | None = None,
     at: datetime | None = None,
+    endpoint: str = "chat/completions",
+    audio_ms: int | None = None,
 ) -> None:
     """One request in the usage table, as the proxy records it after answering."""
     db.add(
@@ -35,10 +37,11 @@ async def used(
             key_id=key_id,
             agent_id=agent_id,
             model=model,
-            endpoint="chat/completions",
+            endpoint=endpoint,
             status=200,
             prompt_tokens=prompt,
             completion_tokens=completion,
+            audio_ms=audio_ms,
             duration_ms=120,
             created_at=at or utcnow(),
         )

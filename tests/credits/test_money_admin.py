@@ -28,7 +28,11 @@ MONEY = "/admin/money"
 async def money_state(db: AsyncSession) -> dict[str, Any]:
     """Everything the Money page can change, as plain values."""
     return {
-        "prices": (await db.exec(select(Price.model, Price.input_per_million, Price.output_per_million))).all(),
+        "prices": (
+            await db.exec(
+                select(Price.model, Price.input_per_million, Price.output_per_million, Price.audio_per_minute)
+            )
+        ).all(),
         "settings": (await db.exec(select(ClubSetting.key, ClubSetting.value).order_by(col(ClubSetting.key)))).all(),
         "policies": (await db.exec(select(MemberPolicy.user_id, MemberPolicy.rpm, MemberPolicy.allowance))).all(),
         "transactions": (await db.exec(select(func.count()).select_from(LedgerTransaction))).one(),
@@ -170,13 +174,15 @@ async def test_an_admin_sets_and_removes_prices_and_the_proxy_reads_them_afresh(
     app.state.admission.cache[("rate", "llama-3-8b")] = object()  # what the proxy remembered for a few seconds
 
     await submit(client, "prices", {"model": "*", "input": "0.5", "output": "1.5", "max_tokens": "512"})
-    await submit(client, "prices", {"model": "llama-3-8b", "input": "2", "output": "6", "max_tokens": "2048"})
+    await submit(
+        client, "prices", {"model": "llama-3-8b", "input": "2", "output": "6", "audio": "0.006", "max_tokens": "2048"}
+    )
 
     assert app.state.admission.cache == {}
     page = await client.get(MONEY)
     prices = [text_of(row.split(">", 1)[1]) for row in page.text.split('<tr class="price"')[1:]]
-    assert prices[0].startswith("* (default) 0.5 1.5 512")
-    assert prices[1].startswith("llama-3-8b 2 6 2,048")
+    assert prices[0].startswith("* (default) 0.5 1.5 0 512")
+    assert prices[1].startswith("llama-3-8b 2 6 0.006 2,048")
     removed = await submit(client, "prices/remove", {"model": "llama-3-8b"}, follow_redirects=True)
     assert "llama-3-8b" not in removed.text and "(default)" in text_of(removed.text)
     assert (await db.exec(select(Price.model))).all() == ["*"]
@@ -190,8 +196,10 @@ async def test_an_admin_sets_and_removes_prices_and_the_proxy_reads_them_afresh(
         ({"model": "m", "input": "1", "output": "1", "max_tokens": "0"}, "default max tokens must be between"),
         ({"model": "m", "input": "1", "output": "1", "max_tokens": "lots"}, "must be a whole number"),
         ({"model": "", "input": "1", "output": "1"}, "Please give a model name."),
+        ({"model": "m", "input": "1", "output": "1", "audio": "-1"}, "The price per audio minute must be a number of"),
+        ({"model": "m", "input": "1", "output": "1", "audio": "abc"}, "price per audio minute must be a number"),
     ],
-    ids=["input", "output", "max-tokens-zero", "max-tokens-text", "no-model"],
+    ids=["input", "output", "max-tokens-zero", "max-tokens-text", "no-model", "audio-negative", "audio-text"],
 )
 async def test_a_bad_price_is_refused_and_writes_nothing(
     client: Client, db: AsyncSession, adam: User, form: dict[str, str], message: str
@@ -203,6 +211,18 @@ async def test_a_bad_price_is_refused_and_writes_nothing(
     assert response.status_code == 400
     assert message in said(response)
     assert await money_state(db) == before
+
+
+async def test_setting_token_prices_with_the_audio_field_empty_keeps_the_audio_price(
+    client: Client, db: AsyncSession, adam: User
+) -> None:
+    await submit(client, "prices", {"model": "whisper", "input": "0", "output": "0", "audio": "0.006"})
+
+    await submit(client, "prices", {"model": "whisper", "input": "1", "output": "2", "audio": ""})
+
+    page = await client.get(MONEY)
+    row = text_of(page.text.split('data-model="whisper">')[1].split("</tr>")[0])
+    assert row.startswith("whisper 1 2 0.006 1,024")
 
 
 async def test_an_admin_sets_the_fee_defaults_and_allowance_and_sees_them_on_the_page(

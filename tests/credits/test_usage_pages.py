@@ -112,3 +112,16 @@ async def test_earnings_are_empty_for_a_member_whose_gpus_nobody_used(client: Cl
     page = await client.get("/earnings")
 
     assert "Nobody else has used your GPUs in the last 30 days." in text_of(page.text)
+
+
+async def test_my_recent_requests_show_the_audio_seconds_of_a_transcription(client: Client, db: AsyncSession) -> None:
+    mia = await person(db, "mia@lab.example.org")
+    await used(db, mia, model="llama-3-8b", prompt=100, completion=50, at=utcnow() - timedelta(minutes=1))
+    await used(db, mia, model="whisper", prompt=0, completion=0, endpoint="audio/transcriptions", audio_ms=12_345)
+    await sign_in(client, db, mia)
+
+    page = (await client.get("/dashboard")).text
+
+    requests = [text_of(row.split("</tr>")[0]) for row in page.split('<tr class="request">')[1:]]
+    assert "whisper audio/transcriptions 200 12.3 s audio" in requests[0]
+    assert "llama-3-8b chat/completions 200 100 / 50" in requests[1]

@@ -77,6 +77,19 @@ async def test_prices_fees_and_quotas_from_the_command_line(env: dict[str, str],
     assert "whole number" in fails(cli(env, "quota", "set", alice.email, "--rpm", "lots"))
 
 
+async def test_a_price_per_audio_minute_from_the_command_line(env: dict[str, str], db: AsyncSession) -> None:
+    audio = cli(env, "price", "set", "whisper", "--input", "0", "--output", "0", "--per-audio-minute", "0.006")
+    tokens_only = cli(env, "price", "set", "whisper", "--input", "1", "--output", "2")
+
+    assert audio.stdout == "whisper: 0 in, 0 out (credits per million tokens), 0.006 per audio minute\n"
+    assert tokens_only.stdout == "whisper: 1 in, 2 out (credits per million tokens), 0.006 per audio minute\n"
+    for bad in ["-1", "lots"]:
+        line = fails(cli(env, "price", "set", "whisper", "--input", "5", "--output", "5", "--per-audio-minute", bad))
+        assert f"The price per audio minute must be a number of credits such as 10 or 2.5, got '{bad}'." in line
+    rate = await pricing.rate_for(db, "whisper")
+    assert (rate.input_per_million, rate.output_per_million, rate.audio_per_minute) == (1_000_000, 2_000_000, 6_000)
+
+
 async def test_ledger_check_fails_with_a_report_when_something_is_wrong(env: dict[str, str], db: AsyncSession) -> None:
     await person(db, "alice@lab.example.org")
     cli(env, "credits", "grant", "alice@lab.example.org", "2")
