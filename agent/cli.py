@@ -14,8 +14,9 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any, NoReturn
 
-from agent import __version__, doctor, runner
+from agent import __version__, doctor, protocol, runner
 from agent.config import Config, ConfigError, build
+from agent.upstreams import PROBE_SECONDS
 
 USAGE_ERROR = 2
 
@@ -42,7 +43,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--upstream-key", help="API key your model server expects, if any [GPUCLUB_UPSTREAM_KEY]")
     parser.add_argument("--max-concurrency", help="requests served at once (default 4) [GPUCLUB_MAX_CONCURRENCY]")
     parser.add_argument("--name", help="how this machine appears on the hub (default: hostname) [GPUCLUB_AGENT_NAME]")
-    parser.add_argument("--refresh", help="seconds between model list refreshes (default 30) [GPUCLUB_MODEL_REFRESH]")
+    parser.add_argument(
+        "--refresh",
+        help="seconds between model checks (default 30); APIs are probed again only when the models change, when "
+        f"the server answers again after being unreachable, and every {PROBE_SECONDS / 60:g} minutes "
+        "[GPUCLUB_MODEL_REFRESH]",
+    )
+    parser.add_argument(
+        "--api",
+        action="append",
+        metavar="NAME",
+        help="an API your model server serves besides chat/completions, completions and embeddings: "
+        f"one of {', '.join(a for a in protocol.APIS if a not in protocol.LEGACY_APIS)}; repeat for several. "
+        "Without it the agent probes each upstream for them [GPUCLUB_APIS, comma-separated]",
+    )
     parser.add_argument("--version", action="version", version=f"gpuclub-agent {__version__}")
     return parser
 
@@ -66,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_concurrency=args.max_concurrency,
             name=args.name,
             refresh=args.refresh,
+            apis=args.api,
         )
     except ConfigError as exc:
         print(f"gpuclub-agent: {exc}", file=sys.stderr)

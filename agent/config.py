@@ -28,6 +28,7 @@ class Config:
     max_concurrency: int = DEFAULT_CONCURRENCY
     name: str = ""
     refresh: float = DEFAULT_REFRESH
+    apis: tuple[str, ...] | None = None  # declared with --api (LEGACY_APIS included); None: probe the upstreams
 
     @property
     def tunnel_url(self) -> str:
@@ -79,6 +80,17 @@ def upstream_url(value: str, source: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
+def api_names(values: Sequence[str], source: str) -> tuple[str, ...]:
+    """The declared APIs plus LEGACY_APIS, in protocol order; `/v1/responses` is taken for `responses`."""
+    wanted = set(protocol.LEGACY_APIS)
+    for value in values:
+        name = value.strip().strip("/").removeprefix("v1/")
+        if name not in protocol.APIS:
+            raise ConfigError(f"{source} must be one of {', '.join(protocol.APIS)} (got {value!r})")
+        wanted.add(name)
+    return tuple(api for api in protocol.APIS if api in wanted)
+
+
 def _secret(flag_value: str | None, flag: str, env: Mapping[str, str], variable: str) -> tuple[str | None, str]:
     """A secret from its flag, its variable, or the file named by `<variable>_FILE`."""
     if flag_value:
@@ -114,6 +126,7 @@ def build(
     max_concurrency: str | None = None,
     name: str | None = None,
     refresh: str | None = None,
+    apis: Sequence[str] | None = None,
 ) -> Config:
     """Flags win over the environment; every problem names the flag or variable it came from."""
     hub_value, hub_source = (hub, "--hub") if hub else (env.get("GPUCLUB_HUB"), "GPUCLUB_HUB")
@@ -142,6 +155,12 @@ def build(
     refresh_value = _pick(refresh, "--refresh", env, "GPUCLUB_MODEL_REFRESH")
     every = _number(*refresh_value, kind=float, minimum=1) if refresh_value else DEFAULT_REFRESH
     capacity = int(_number(*concurrency, kind=int, minimum=1)) if concurrency else DEFAULT_CONCURRENCY
+    if apis:
+        declared: tuple[str, ...] | None = api_names(apis, "--api")
+    elif env.get("GPUCLUB_APIS", "").strip():
+        declared = api_names([a for a in env["GPUCLUB_APIS"].split(",") if a.strip()], "GPUCLUB_APIS")
+    else:
+        declared = None
     name_value = (name or env.get("GPUCLUB_AGENT_NAME") or socket.gethostname()).strip()
     if not name_value or len(name_value) > 100:
         raise ConfigError("--name must be 1 to 100 characters")
@@ -153,6 +172,7 @@ def build(
         max_concurrency=capacity,
         name=name_value,
         refresh=every,
+        apis=declared,
     )
 
 

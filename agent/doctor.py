@@ -11,7 +11,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 
 from agent import __version__, gpu, protocol
 from agent.config import Config
-from agent.upstreams import discover, make_client
+from agent.upstreams import Routes, discover, make_client
 
 OK, BAD, INFO = "✓", "✗", "·"
 HUB_TIMEOUT = 10.0
@@ -20,30 +20,33 @@ HUB_TIMEOUT = 10.0
 async def run(config: Config, say: Callable[[str], None]) -> int:
     """Print one line per finding; 0 when everything works, 1 otherwise."""
     async with make_client() as client:
-        good, models = await _check_upstreams(config, client, say)
+        good, routes = await _check_upstreams(config, client, say)
         _report_gpus(say)
         if config.token_travels_in_clear:
             say(f"{INFO} the hub address uses http://, so the agent token travels unencrypted: prefer https://")
         hub_up = await _check_hub(config, client, say)
-        token_ok = hub_up and await _check_token(config, models, say)
+        token_ok = hub_up and await _check_token(config, routes, say)
     return 0 if good and token_ok else 1
 
 
 async def _check_upstreams(
     config: Config, client: httpx.AsyncClient, say: Callable[[str], None]
-) -> tuple[bool, list[str]]:
+) -> tuple[bool, Routes]:
     good = True
     seen: dict[str, None] = {}
-    for listing in await discover(client, config.upstreams, config.upstream_key):
+    how = "as declared with --api" if config.apis is not None else "found by probing each path; --api declares them"
+    listings = await discover(client, config.upstreams, config.upstream_key, config.apis)
+    for listing in listings:
         if listing.problem:
             say(f"{BAD} upstream {listing.upstream} {listing.problem}")
             good = False
             continue
         say(f"{OK} upstream {listing.upstream} serves {len(listing.models)} model(s): {', '.join(listing.models)}")
+        say(f"{INFO} upstream {listing.upstream} speaks {', '.join(listing.apis)} ({how})")
         if shadowed := [m for m in listing.models if m in seen]:
             say(f"{INFO} requests for {', '.join(shadowed)} go to the upstream listed first")
         seen.update(dict.fromkeys(listing.models))
-    return good, list(seen)
+    return good, Routes.build(listings)
 
 
 def _report_gpus(say: Callable[[str], None]) -> None:
@@ -74,7 +77,7 @@ async def _check_hub(config: Config, client: httpx.AsyncClient, say: Callable[[s
     return True
 
 
-async def _check_token(config: Config, models: list[str], say: Callable[[str], None]) -> bool:
+async def _check_token(config: Config, routes: Routes, say: Callable[[str], None]) -> bool:
     """Open the tunnel the way the agent does, with capacity 0, so the hub checks the models but sends no work."""
     rejected = f"{BAD} the hub rejected the agent token: create a new one on the My GPUs page"
     refusal = ""
@@ -90,7 +93,14 @@ async def _check_token(config: Config, models: list[str], say: Callable[[str], N
             ) as ws,
         ):
             hello = protocol.text(
-                "hello", version=__version__, name=config.name, capacity=0, models=models, gpus=[], window=True
+                "hello",
+                version=__version__,
+                name=config.name,
+                capacity=0,
+                models=routes.models,
+                gpus=[],
+                window=True,
+                apis=routes.apis,
             )
             await ws.send(hello)
             while True:

@@ -5,12 +5,18 @@ the hub). Control messages are JSON text frames with a "type"; response bodies t
 32 ASCII bytes of request id followed by the raw bytes of one chunk, exactly as the upstream sent them.
 
     agent → hub   hello      {version, name, capacity, models: [str], gpus: [{name, memory_mb}],
-                              window: true}                     window: the agent keeps to the flow control
+                              window: true, apis: {model: [api]}}  window: the agent keeps to the flow control;
+                                                                apis: which APIs (see APIS) serve each model
     hub → agent   welcome    {agent_id, name, heartbeat,        heartbeat: seconds between pings; window: see
                               window, notice}                   below; notice: what the hub refused, or null
-    agent → hub   models     {models: [str]}                    re-advertised whenever the set changes
+    agent → hub   models     {models: [str], apis: {model: [api]}}  re-advertised whenever either changes
     hub → agent   notice     {message}                          the hub refused part of what the agent said
-    hub → agent   request    {id, path, body}                   body: the JSON request text, unchanged
+    hub → agent   request    {id, path, body,                   body: the request text, unchanged; with
+                              content_type?, encoding?,         encoding "base64", the base64 of the raw body
+                              headers?, model?}                 (a multipart form, sent with `content_type`);
+                                                                headers: only names in FORWARDED_REQUEST_HEADERS;
+                                                                model: the model the hub routed to (else the
+                                                                agent reads the JSON body's `model`)
     agent → hub   start      {id, status, headers: {str: str}}  the upstream answered (status line + headers)
     agent → hub   <binary>   id + chunk                         body bytes, in order, as they arrive
     hub → agent   ack        {id, bytes}                        the client took `bytes` more of this body
@@ -24,8 +30,12 @@ the hub). Control messages are JSON text frames with a "type"; response bodies t
 
 Flow control: per request, the agent keeps at most `window` bytes of body sent and not yet acknowledged, in
 chunks of at most MAX_CHUNK bytes. The hub enforces it: a request whose unread bytes pass `window + MAX_CHUNK` fails.
+A request frame is at most MAX_REQUEST_FRAME bytes (the base64 of a 16 MiB upload, and the JSON around it); the
+hub refuses (413) a request whose frame would be larger, or larger than MAX_FRAME for an agent without `apis`.
 The hub accepts at most MAX_MODELS model names of at most MAX_MODEL_NAME characters per agent; the rest is refused
 with a notice. A malformed frame fails its request, or closes the tunnel when it belongs to none.
+
+APIs: each name is a path under /v1/. A model without an `apis` entry (an older agent) serves LEGACY_APIS.
 
 The WebSocket URL is the hub URL + PATH; the agent token goes in the Authorization header as a Bearer token.
 Close codes: 4401 (bad or revoked token: do not retry until the owner fixes it), 4409 (the same agent token is
@@ -44,10 +54,24 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_REPLACED = 4409
 CLOSE_UPGRADE = 4426
 MAX_FRAME = 16 * 1024 * 1024
+MAX_REQUEST_FRAME = 24 * 1024 * 1024
 MAX_CHUNK = 64 * 1024
 WINDOW = 256 * 1024
 MAX_MODELS = 1000
 MAX_MODEL_NAME = 200
+APIS = (
+    "chat/completions",
+    "completions",
+    "embeddings",
+    "responses",
+    "messages",
+    "messages/count_tokens",
+    "rerank",
+    "audio/transcriptions",
+    "audio/translations",
+)
+LEGACY_APIS = ("chat/completions", "completions", "embeddings")
+FORWARDED_REQUEST_HEADERS = ("anthropic-version", "anthropic-beta")
 
 
 def text(kind: str, **fields: Any) -> str:

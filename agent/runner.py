@@ -6,6 +6,8 @@ import asyncio
 import logging
 import os
 import signal
+import time
+from collections.abc import Callable
 from contextlib import suppress
 
 import httpx
@@ -16,7 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 from agent import __version__, gpu, protocol
 from agent.config import Config
 from agent.tunnel import TOKEN_REJECTED, Rejected, Session, first_of
-from agent.upstreams import Clients, Routes, discover, make_client
+from agent.upstreams import Clients, Probes, Routes, discover, make_client
 
 log = logging.getLogger("gpuclub.agent")
 
@@ -48,7 +50,9 @@ def _describe(exc: BaseException) -> str:
 
 
 class Agent:
-    def __init__(self, config: Config, client: httpx.AsyncClient, clients: Clients) -> None:
+    def __init__(
+        self, config: Config, client: httpx.AsyncClient, clients: Clients, now: Callable[[], float] = time.monotonic
+    ) -> None:
         self.config = config
         self.client = client  # for model discovery
         self.clients = clients  # for forwarding requests
@@ -56,21 +60,24 @@ class Agent:
         self.force = asyncio.Event()
         self.routes = Routes()
         self.gpus: list[gpu.Gpu] = []
-        self._problems: dict[str, str | None] = {}
+        self.probes = Probes(now)  # which APIs each upstream answered, so a refresh need not ask again
+        self._reported: dict[str, tuple[str | None, tuple[str, ...]]] = {}
 
     async def refresh_models(self) -> bool:
-        """Ask the upstreams again; True when the set of models changed. Logs only what changed."""
-        listings = await discover(self.client, self.config.upstreams, self.config.upstream_key)
+        """Ask the upstreams again; True when the models or their APIs changed. Logs only what changed."""
+        config = self.config
+        listings = await discover(self.client, config.upstreams, config.upstream_key, config.apis, self.probes)
         for listing in listings:
-            if listing.upstream in self._problems and self._problems[listing.upstream] == listing.problem:
+            if self._reported.get(listing.upstream) == (listing.problem, listing.apis):
                 continue
-            self._problems[listing.upstream] = listing.problem
+            self._reported[listing.upstream] = (listing.problem, listing.apis)
             if listing.problem:
                 log.warning("upstream %s %s", listing.upstream, listing.problem)
             else:
-                log.info("upstream %s serves: %s", listing.upstream, ", ".join(listing.models))
+                apis = ", ".join(listing.apis)
+                log.info("upstream %s serves: %s (APIs: %s)", listing.upstream, ", ".join(listing.models), apis)
         routes = Routes.build(listings)
-        changed = set(routes.models) != set(self.routes.models)
+        changed = routes.apis != self.routes.apis  # its keys are the models
         self.routes = routes
         return changed
 
@@ -123,7 +130,7 @@ class Agent:
             self.config.tunnel_url,
             additional_headers=headers,
             user_agent_header=f"gpuclub-agent/{__version__}",
-            max_size=protocol.MAX_FRAME,
+            max_size=protocol.MAX_REQUEST_FRAME,
             open_timeout=OPEN_TIMEOUT,
             ping_interval=None,  # the protocol has its own ping/pong, driven by the hub
             close_timeout=5,

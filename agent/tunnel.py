@@ -16,7 +16,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from agent import __version__, protocol
-from agent.upstreams import UpstreamFailed, allowed_path, forward, requested_model
+from agent.upstreams import Outgoing, UpstreamFailed, forward, outgoing
 
 if TYPE_CHECKING:
     from agent.runner import Agent
@@ -156,6 +156,7 @@ class Session:
             models=self.agent.routes.models,
             gpus=self.agent.gpus,
             window=True,
+            apis=self.agent.routes.apis,
         )
         try:
             async with asyncio.timeout(WELCOME_TIMEOUT):
@@ -258,7 +259,7 @@ class Session:
         # Anything else (a newer hub's message) is ignored on purpose.
 
     async def _accept(self, message: dict[str, Any]) -> None:
-        request_id, path, body = message.get("id"), message.get("path"), message.get("body")
+        request_id = message.get("id")
         if not valid_id(request_id):
             log.warning("ignored a request with a malformed id")
             return
@@ -266,25 +267,26 @@ class Session:
         if request_id in self.tasks:
             log.warning("ignored a second request with id %s", request_id)
             return
-        problem: str | None = None
-        upstream: str | None = None
-        if self.draining:
-            problem = "draining"
-        elif not isinstance(path, str) or not isinstance(body, str) or not allowed_path(path):
-            problem = "the agent forwards only POST requests to /v1/ paths with a JSON body"
-        elif (model := requested_model(body)) is None:
-            problem = "the request body names no model"
-        elif (upstream := self.agent.routes.upstream_for(model)) is None:
-            problem = f"the model {model!r} is not served by this agent"
-        elif len(self.tasks) >= self.config.max_concurrency:
-            problem = "busy"
-        if problem is not None or upstream is None:
-            await self.send("end", id=request_id, error=problem)
+        try:
+            request, upstream = self._route(message)
+        except ValueError as exc:
+            await self.send("end", id=request_id, error=str(exc))
             return
-        assert isinstance(path, str) and isinstance(body, str)
-        self.tasks[request_id] = asyncio.create_task(self._serve(request_id, upstream, path, body))
+        self.tasks[request_id] = asyncio.create_task(self._serve(request_id, upstream, request))
 
-    async def _serve(self, request_id: str, upstream: str, path: str, body: str) -> None:
+    def _route(self, message: dict[str, Any]) -> tuple[Outgoing, str]:
+        """The request and the upstream to send it to; raises ValueError saying why the agent cannot take it."""
+        if self.draining:
+            raise ValueError("draining")
+        request = outgoing(message)
+        upstream = self.agent.routes.upstream_for(request.model)
+        if upstream is None:
+            raise ValueError(f"the model {request.model!r} is not served by this agent")
+        if len(self.tasks) >= self.config.max_concurrency:
+            raise ValueError("busy")
+        return request, upstream
+
+    async def _serve(self, request_id: str, upstream: str, request: Outgoing) -> None:
         error: str | None = None
         window = self.windows[request_id] = Window(self.window)
         try:
@@ -292,8 +294,7 @@ class Session:
                 await forward(
                     self.agent.clients,
                     upstream,
-                    path,
-                    body,
+                    request,
                     self.config.upstream_key,
                     _Sink(self.ws, request_id, window),
                 )
@@ -315,9 +316,10 @@ class Session:
         while True:
             await asyncio.sleep(self.config.refresh)
             if await self.agent.refresh_models():
+                routes = self.agent.routes
                 with suppress(ConnectionClosed):
-                    await self.send("models", models=self.agent.routes.models)
-                    log.info("models changed, told the hub: %s", ", ".join(self.agent.routes.models) or "none")
+                    await self.send("models", models=routes.models, apis=routes.apis)
+                    log.info("models or their APIs changed, told the hub: %s", ", ".join(routes.models) or "none")
 
     async def _drain(self, receiving: asyncio.Task[str]) -> None:
         """Take nothing new and finish what is in flight, while still answering pings and cancels."""

@@ -2,25 +2,40 @@
 
 Servers disagree on the shape of `/v1/models`: OpenAI, vLLM and LM Studio answer `data: [{id}]`, llama.cpp adds
 `models: [{name, model}]`, some proxies answer only `models`. We take the union of both lists, in order.
+
+Which APIs a server speaks beyond LEGACY_APIS no listing says, so each path is probed with an empty JSON body: a
+server without the endpoint answers 404 (405, 501), one with it refuses the body (400, 422) or answers. Some
+servers log each refused probe as an error, so the agent keeps the answers (`Probes`) and probes again only when
+they may be stale.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import ssl
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, Protocol
 
 import aiohttp
 import httpx
 
+from agent import protocol
+
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 600.0
 LISTING_TIMEOUT = 10.0
+PROBE_TIMEOUT = 5.0
+# The longest the agent trusts a probe while the upstream stays up and keeps its models (see Probes).
+PROBE_SECONDS = 600.0
+# "No such endpoint"; any other answer (400 for the empty body, 401, 422, even 500) means the path exists.
+NOT_SERVED = (404, 405, 501)
+JSON = "application/json"
 # What the hub may pass on to the client; everything else (server names, cookies, lengths) stays here.
 FORWARDED_HEADERS = ("content-type", "retry-after")
 _PATH = re.compile(r"^/v1/[A-Za-z0-9_\-./]+$")
@@ -102,6 +117,7 @@ class Listing:
     upstream: str
     models: tuple[str, ...] = ()
     problem: str | None = None
+    apis: tuple[str, ...] = protocol.LEGACY_APIS
 
 
 async def list_models(client: httpx.AsyncClient, upstream: str, key: str | None) -> Listing:
@@ -132,35 +148,117 @@ async def list_models(client: httpx.AsyncClient, upstream: str, key: str | None)
     return Listing(upstream, models)
 
 
-async def discover(client: httpx.AsyncClient, upstreams: Sequence[str], key: str | None) -> list[Listing]:
-    """Ask every upstream at once; one that is down simply contributes no models."""
-    return list(await asyncio.gather(*(list_models(client, u, key) for u in upstreams)))
+async def serves(client: httpx.AsyncClient, upstream: str, key: str | None, api: str) -> bool:
+    """Whether the upstream has `/v1/<api>`; one that cannot say within PROBE_TIMEOUT is taken not to."""
+    try:
+        async with (
+            asyncio.timeout(PROBE_TIMEOUT),
+            client.stream("POST", f"{upstream}/v1/{api}", json={}, headers=_headers(key)) as response,
+        ):
+            return response.status_code not in NOT_SERVED  # the body (an error about `{}`) is not worth reading
+    except (httpx.HTTPError, TimeoutError):
+        return False
+
+
+async def probe_apis(client: httpx.AsyncClient, upstream: str, key: str | None) -> tuple[str, ...]:
+    """LEGACY_APIS (always assumed, as before probing existed) and every other API the upstream answers."""
+    others = [api for api in protocol.APIS if api not in protocol.LEGACY_APIS]
+    found = await asyncio.gather(*(serves(client, upstream, key, api) for api in others))
+    return protocol.LEGACY_APIS + tuple(api for api, served in zip(others, found, strict=True) if served)
+
+
+@dataclass(frozen=True)
+class _Probed:
+    models: frozenset[str]
+    apis: tuple[str, ...]
+    at: float
+
+
+class Probes:
+    """The last probe of each upstream, reused while it can still be right.
+
+    An upstream is probed again when its models change (one loaded or unloaded, perhaps by a new server version),
+    after it was not usable (down, restarted, maybe upgraded), and otherwise every PROBE_SECONDS, which catches an
+    upgrade that kept the same models. `now` is a monotonic clock in seconds.
+    """
+
+    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
+        self._now = now
+        self._last: dict[str, _Probed] = {}
+
+    async def apis(self, client: httpx.AsyncClient, listing: Listing, key: str | None) -> tuple[str, ...]:
+        models, now = frozenset(listing.models), self._now()
+        last = self._last.get(listing.upstream)
+        if last is not None and last.models == models and now - last.at < PROBE_SECONDS:
+            return last.apis
+        apis = await probe_apis(client, listing.upstream, key)
+        self._last[listing.upstream] = _Probed(models, apis, now)
+        return apis
+
+    def forget(self, upstream: str) -> None:
+        self._last.pop(upstream, None)
+
+
+async def _listing(
+    client: httpx.AsyncClient, upstream: str, key: str | None, apis: Sequence[str] | None, probes: Probes
+) -> Listing:
+    listing = await list_models(client, upstream, key)
+    if listing.problem:
+        probes.forget(upstream)
+        return listing
+    return replace(listing, apis=tuple(apis) if apis is not None else await probes.apis(client, listing, key))
+
+
+async def discover(
+    client: httpx.AsyncClient,
+    upstreams: Sequence[str],
+    key: str | None,
+    apis: Sequence[str] | None = None,
+    probes: Probes | None = None,
+) -> list[Listing]:
+    """Ask every upstream at once; one that is down simply contributes no models.
+
+    `apis`: what the owner declared every upstream serves (`--api`); None probes each upstream instead, or reuses
+    what `probes` remembers of it (without `probes`, every upstream is probed).
+    """
+    probes = probes or Probes()
+    return list(await asyncio.gather(*(_listing(client, u, key, apis, probes) for u in upstreams)))
 
 
 @dataclass(frozen=True)
 class Routes:
-    """Which upstream serves each model: the first one, in the order given, that lists it."""
+    """Which upstream serves each model: the first one, in the order given, that lists it; and the APIs it speaks."""
 
     table: Mapping[str, str] = field(default_factory=dict)
+    speaks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # upstream → its APIs
 
     @classmethod
     def build(cls, listings: Iterable[Listing]) -> Routes:
         table: dict[str, str] = {}
+        speaks: dict[str, tuple[str, ...]] = {}
         for listing in listings:
             for model in listing.models:
                 table.setdefault(model, listing.upstream)
-        return cls(table)
+            speaks[listing.upstream] = listing.apis
+        return cls(table, speaks)
 
     @property
     def models(self) -> list[str]:
         return list(self.table)
 
+    @property
+    def apis(self) -> dict[str, list[str]]:
+        """{model: [api, ...]}, as the hello and models frames carry it."""
+        return {model: list(self.speaks.get(up, protocol.LEGACY_APIS)) for model, up in self.table.items()}
+
     def upstream_for(self, model: str) -> str | None:
         return self.table.get(model)
 
 
-async def discover_models(client: httpx.AsyncClient, upstreams: Sequence[str], key: str | None) -> Routes:
-    return Routes.build(await discover(client, upstreams, key))
+async def discover_models(
+    client: httpx.AsyncClient, upstreams: Sequence[str], key: str | None, apis: Sequence[str] | None = None
+) -> Routes:
+    return Routes.build(await discover(client, upstreams, key, apis))
 
 
 class UpstreamFailed(Exception):
@@ -187,14 +285,73 @@ def requested_model(body: str) -> str | None:
     return model if isinstance(model, str) else None
 
 
-async def forward(clients: Clients, upstream: str, path: str, body: str, key: str | None, sink: Sink) -> None:
+@dataclass(frozen=True)
+class Outgoing:
+    """One request for an upstream, as a `request` frame describes it: the hub's bytes, unchanged."""
+
+    path: str
+    body: bytes
+    model: str
+    content_type: str = JSON
+    headers: Mapping[str, str] = field(default_factory=dict)  # only protocol.FORWARDED_REQUEST_HEADERS
+
+
+def outgoing(frame: Mapping[str, Any]) -> Outgoing:
+    """The request a `request` frame asks for; raises ValueError, in words for the hub, for one not to send."""
+    path, body = frame.get("path"), frame.get("body")
+    if not isinstance(path, str) or not isinstance(body, str) or not allowed_path(path):
+        raise ValueError("the agent forwards only POST requests to /v1/ paths with a body")
+    content_type = frame.get("content_type") or JSON
+    if not _header_value(content_type):
+        raise ValueError("the request's content type is not a valid header value")
+    encoding = frame.get("encoding")
+    if encoding is None:
+        raw = body.encode()
+    elif encoding == "base64":
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except ValueError:  # binascii.Error, or text that is not ASCII
+            raise ValueError("the request body is not valid base64") from None
+    else:
+        raise ValueError(f"the agent does not know the body encoding {str(encoding)[:20]!r}")
+    # The hub names the model when the body is not JSON (a multipart form); the JSON body's field otherwise.
+    model = frame.get("model")
+    if not isinstance(model, str) or not model:
+        model = requested_model(body) if encoding is None else None
+    if model is None:
+        raise ValueError("the request body names no model")
+    return Outgoing(path, raw, model, content_type, _forwarded(frame.get("headers")))
+
+
+def _header_value(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 1000 and value.isascii() and value.isprintable()
+
+
+def _forwarded(headers: object) -> dict[str, str]:
+    """The headers the protocol lets through; anything else the hub sent is dropped."""
+    if not isinstance(headers, dict):
+        return {}
+    return {
+        name.lower(): value
+        for name, value in headers.items()
+        if isinstance(name, str) and name.lower() in protocol.FORWARDED_REQUEST_HEADERS and _header_value(value)
+    }
+
+
+async def forward(clients: Clients, upstream: str, request: Outgoing, key: str | None, sink: Sink) -> None:
     """POST the body unchanged and pass every chunk on as it arrives; raises UpstreamFailed."""
     # identity: the bytes go to the hub untouched, so they must not be compressed on the way here (a server that
     # compresses anyway is decoded by aiohttp rather than forwarded as bytes nobody can read).
-    headers = {"content-type": "application/json", "accept-encoding": "identity", **_headers(key)}
+    headers = {
+        **request.headers,
+        "content-type": request.content_type,
+        "accept-encoding": "identity",
+        **_headers(key),
+    }
     started = False
     try:
-        async with clients.session().post(upstream + path, data=body.encode(), headers=headers) as response:
+        url = upstream + request.path
+        async with clients.session().post(url, data=request.body, headers=headers) as response:
             started = True
             await sink.start(
                 response.status, {h: response.headers[h] for h in FORWARDED_HEADERS if h in response.headers}

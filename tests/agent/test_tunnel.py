@@ -10,59 +10,11 @@ import asyncio
 import contextlib
 import json
 import signal
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection
-
 from agent import __version__, protocol
-from tests.agent.conftest import AGENT, MODELS, TOKEN, StandInHub, agent_env, receive
+from tests.agent.conftest import MODELS, TOKEN, StandInHub, receive, response, running_agent, send_request
 from tests.support.fake_upstream import RunningFake, fake_upstream
-from tests.support.processes import Running, run
-
-
-@asynccontextmanager
-async def running_agent(hub: StandInHub, upstream: RunningFake, *flags: str) -> AsyncIterator[Running]:
-    command = [AGENT, "--hub", hub.url, "--upstream", upstream.url, "--name", "rig-1", *flags]
-    with run(command, env=agent_env(GPUCLUB_AGENT_TOKEN=TOKEN)) as agent:
-        try:
-            yield agent
-        finally:
-            # Stop it while this event loop still runs the stand-in hub, so its goodbye is answered.
-            if agent.process.poll() is None:
-                agent.process.send_signal(signal.SIGTERM)
-                await asyncio.to_thread(agent.process.wait, 15)
-    agent.drain()
-    assert "Traceback" not in agent.text, agent.text
-
-
-async def send_request(ws: ServerConnection, body: dict[str, Any], path: str = "/v1/chat/completions") -> str:
-    request_id = uuid.uuid4().hex
-    await ws.send(protocol.text("request", id=request_id, path=path, body=json.dumps(body)))
-    return request_id
-
-
-async def response(
-    ws: ServerConnection, request_id: str, start: dict[str, Any] | None = None
-) -> tuple[dict[str, Any] | None, list[bytes], dict[str, Any]]:
-    """(start, chunks, end) for one request, `start` unless already received; no other request's frames."""
-    chunks: list[bytes] = []
-    while True:
-        async with asyncio.timeout(15):
-            frame = await ws.recv()
-        if isinstance(frame, bytes):
-            chunk_id, data = protocol.split_chunk(frame)
-            assert chunk_id == request_id and start is not None
-            chunks.append(data)
-            continue
-        message = protocol.parse(frame)
-        assert message.get("id") == request_id, message
-        if message["type"] == "start":
-            start = message
-        elif message["type"] == "end":
-            return start, chunks, message
 
 
 def chat(model: str = "llama-3-8b", **extra: Any) -> dict[str, Any]:
@@ -78,6 +30,8 @@ async def test_the_agent_says_hello_and_answers_pings(hub: StandInHub, upstream:
 
         assert ws.request is not None and ws.request.path == protocol.PATH
         assert ws.request.headers["Authorization"] == f"Bearer {TOKEN}"
+        apis = hello.pop("apis")  # what the fake upstream serves beyond LEGACY_APIS: see test_apis.py
+        assert list(apis) == MODELS and all(a[:3] == list(protocol.LEGACY_APIS) for a in apis.values())
         assert hello == {
             "type": "hello",
             "version": __version__,
@@ -249,4 +203,5 @@ async def test_the_agent_tells_the_hub_when_the_models_change(hub: StandInHub) -
             changed = await receive(ws)
 
     assert hello["models"] == ["llama-3-8b"]
-    assert changed == {"type": "models", "models": ["llama-3-8b", "gemma-2-9b"]}
+    assert (changed["type"], changed["models"]) == ("models", ["llama-3-8b", "gemma-2-9b"])
+    assert list(changed["apis"]) == ["llama-3-8b", "gemma-2-9b"]
