@@ -32,8 +32,8 @@ from hub.metrics import Metrics
 from hub.pages import views as pages
 from hub.proxy import views as proxy
 from hub.proxy.admission import Admission
-from hub.proxy.forward import Proxy
 from hub.proxy.recorder import Recorder
+from hub.proxy.relay import Proxy
 from hub.proxy.scheduler import Scheduler
 from hub.settings import Settings
 from hub.signin import views as signin
@@ -126,7 +126,7 @@ def create_app(settings: Settings, database: Database | None = None) -> Litestar
             cookie_name="gpuclub_csrf",
             cookie_secure=settings.secure_cookies,
             cookie_httponly=False,
-            exclude=["/v1/", "/healthz", "/agent/", "/stripe/webhook"],
+            exclude=["/v1/", "^/rerank$", "/healthz", "/agent/", "/stripe/webhook"],
         ),
         exception_handlers={Exception: handle},
         before_send=[SecurityHeaders(settings)],

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
 import pytest
@@ -31,7 +32,7 @@ POSTGRES_URL = os.environ.get("GPUCLUB_TEST_POSTGRES_URL", "postgresql://postgre
 BASE_URL = "http://testserver.local"
 
 
-def missing_service(reason: str) -> None:
+def missing_service(reason: str) -> NoReturn:
     """Skip with a clear reason, or fail when CI says every service must be there."""
     if REQUIRE_SERVICES:
         pytest.fail(f"{reason} (GPUCLUB_REQUIRE_SERVICES=1)")

@@ -280,6 +280,7 @@ NOT_SESSION_ROUTES = {
     ("GET", "/auth/{provider_name:str}/login"),  # OAuth: tests/signin
     ("GET", "/auth/{provider_name:str}/callback"),
     ("POST", "/stripe/webhook"),  # Stripe's signature: tests/billing/test_webhook.py
+    ("POST", "/rerank"),  # an API key, like /v1: tests/proxy/test_api_rerank_audio.py
     # Credit packs exist only with Stripe configured: tests/billing/test_packs.py and test_buy.py.
     ("GET", "/credits/buy"),
     ("POST", "/credits/buy/{pack_id:int}"),

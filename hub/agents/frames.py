@@ -4,7 +4,7 @@ anything, so every value is validated and bounded here, and a malformed frame is
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agent import protocol
@@ -24,6 +24,7 @@ class Models:
 
     names: frozenset[str]
     notice: str | None
+    apis: dict[str, frozenset[str]] = field(default_factory=dict)  # only for accepted names; the rest: legacy
 
 
 def models(message: dict[str, Any]) -> Models:
@@ -43,8 +44,30 @@ def models(message: dict[str, Any]) -> Models:
             f"{len(unique) - protocol.MAX_MODELS} model(s) past the limit of {protocol.MAX_MODELS} per agent"
         )
         unique = unique[: protocol.MAX_MODELS]
+    accepted = frozenset(unique)
+    apis, problem = _apis(message.get("apis"), accepted)
+    if problem:
+        problems.append(problem)
     notice = f"the hub ignored {' and '.join(problems)}" if problems else None
-    return Models(frozenset(unique), notice)
+    return Models(accepted, notice, apis)
+
+
+def _apis(listed: Any, models: frozenset[str]) -> tuple[dict[str, frozenset[str]], str | None]:
+    """Which APIs serve each model: known API names only, for models the hub accepted; the legacy three always."""
+    if listed is None:
+        return {}, None
+    if not isinstance(listed, dict):
+        return {}, "the API list (it must map model names to lists of API names)"
+    known = set(protocol.APIS)
+    found: dict[str, frozenset[str]] = {}
+    unknown = 0
+    for model, names in listed.items():
+        if model not in models or not isinstance(names, list):
+            continue
+        valid = {name for name in names if isinstance(name, str) and name in known}
+        unknown += len(names) - len(valid)
+        found[model] = frozenset(valid | set(protocol.LEGACY_APIS))
+    return found, f"{unknown} API name(s) it does not know" if unknown else None
 
 
 def capacity(message: dict[str, Any]) -> int:

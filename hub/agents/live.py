@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent import protocol
+from hub.errors import PayloadTooLarge
 from hub.keys.trust import ANY, Scope
+
+CHAT = "chat/completions"
+LEGACY = frozenset(protocol.LEGACY_APIS)
 
 
 class AgentLost(Exception):
@@ -160,6 +164,15 @@ class Link:
     last_frame_at: float = field(default_factory=time.monotonic)
     exchanges: dict[str, Exchange] = field(default_factory=dict)
     sending: set[asyncio.Task[None]] = field(default_factory=set)
+    # Which APIs serve each model (agent.protocol.APIS); a model without an entry serves the legacy three.
+    apis: dict[str, frozenset[str]] = field(default_factory=dict)
+    max_request_frame: int = protocol.MAX_FRAME  # what the agent accepts (newer agents: MAX_REQUEST_FRAME)
+
+    def serves(self, model: str, api: str = CHAT) -> bool:
+        return model in self.models and api in self.apis.get(model, LEGACY)
+
+    def apis_of(self, model: str) -> frozenset[str]:
+        return self.apis.get(model, LEGACY) if model in self.models else frozenset()
 
     def admits(self, user_id: int, scope: Scope = ANY) -> bool:
         """Whether a request of `user_id`, with a key limited to `scope`, may be routed here now."""
@@ -182,11 +195,18 @@ class Link:
     def has_room(self) -> bool:
         return self.in_flight < self.capacity
 
-    async def open(self, request_id: str, path: str, body: str) -> Exchange:
+    async def open(self, request_id: str, path: str, body: str, **extras: Any) -> Exchange:
+        """Send a request (`extras`: the frame's optional fields, agent.protocol); its answer comes to the Exchange."""
+        frame = protocol.text("request", id=request_id, path=path, body=body, **extras)  # ASCII: len is bytes
+        if len(frame) > self.max_request_frame:
+            raise PayloadTooLarge(
+                f"The request is {len(frame)} bytes once encoded for the GPU's tunnel, over its limit of "
+                f"{self.max_request_frame} bytes (text outside ASCII takes up to six bytes a character there)."
+            )
         exchange = Exchange(request_id, lambda taken: self._ack(request_id, taken))
         self.exchanges[request_id] = exchange
         try:
-            await self.send(protocol.text("request", id=request_id, path=path, body=body))
+            await self.send(frame)
         except Exception as exc:
             self.exchanges.pop(request_id, None)
             raise AgentLost("the agent's connection broke") from exc
@@ -268,25 +288,36 @@ class Registry:
             await link.close(protocol.CLOSE_UNAUTHORIZED, reason)
             self.notify()
 
-    def serving(self, model: str, user_id: int, scope: Scope = ANY) -> list[Link]:
-        """The ready agents that serve `model` to this member within the key's `scope`."""
-        return [link for link in self.links.values() if model in link.models and link.admits(user_id, scope)]
+    def serving(self, model: str, user_id: int, scope: Scope = ANY, api: str = CHAT) -> list[Link]:
+        """The ready agents that serve `model` through `api` to this member within the key's `scope`."""
+        return [link for link in self.links.values() if link.serves(model, api) and link.admits(user_id, scope)]
 
-    def expects(self, model: str, user_id: int, scope: Scope = ANY, exclude: frozenset[int] = frozenset()) -> bool:
+    def expects(
+        self,
+        model: str,
+        user_id: int,
+        scope: Scope = ANY,
+        exclude: frozenset[int] = frozenset(),
+        api: str = CHAT,
+    ) -> bool:
         """Whether any agent (ready, or still in its handshake) could serve this request; else waiting is futile."""
         return any(
-            model in link.models and link.agent_id not in exclude and link.open_to(user_id, scope)
+            link.serves(model, api) and link.agent_id not in exclude and link.open_to(user_id, scope)
             for link in self.links.values()
         )
 
     def models_for(self, user_id: int, scope: Scope = ANY) -> dict[str, int]:
         """The models this member can reach right now with a key limited to `scope`, and how many agents serve each."""
-        counts: dict[str, int] = {}
+        return {model: len(links) for model, links in self.reachable(user_id, scope).items()}
+
+    def reachable(self, user_id: int, scope: Scope = ANY) -> dict[str, list[Link]]:
+        """The agents this member can reach right now with a key limited to `scope`, by model."""
+        found: dict[str, list[Link]] = {}
         for link in self.links.values():
             if link.admits(user_id, scope):
                 for model in link.models:
-                    counts[model] = counts.get(model, 0) + 1
-        return dict(sorted(counts.items()))
+                    found.setdefault(model, []).append(link)
+        return dict(sorted(found.items()))
 
     def club_models(self) -> dict[str, int]:
         counts: dict[str, int] = {}

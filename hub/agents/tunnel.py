@@ -96,6 +96,9 @@ async def tunnel(socket: WebSocket[Any, Any, Any]) -> None:
         verified=agent.verified,
         capacity=capacity,
         models=offered.names,
+        apis=offered.apis,
+        # Agents that speak of APIs take request frames of MAX_REQUEST_FRAME; older ones, MAX_FRAME.
+        max_request_frame=protocol.MAX_REQUEST_FRAME if "apis" in hello else protocol.MAX_FRAME,
         send=send,
         close=close,
         version=frames.short_text(hello.get("version"), 40),
@@ -182,7 +185,7 @@ async def _handle(event: Any, link: Link, registry: Registry) -> None:
         exchange.on_end(frames.error(message))
     elif kind == "models":
         offered = frames.models(message)
-        link.models = offered.names
+        link.models, link.apis = offered.names, offered.apis
         registry.notify()
         if offered.notice:
             log.warning("agent %s (%s): %s", link.agent_id, link.name, offered.notice)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,18 +93,17 @@ class Admission:
         user_id: int,
         key_id: int,
         model: str,
-        body: dict[str, Any],
-        body_bytes: int,
-        path: str,
+        size: Callable[[int], Limits],
         owns_agent_for_model: bool,
+        free: bool = False,
     ) -> Pass:
+        """Quotas, then the hold; `size` gives the request's limits from the model's default `max_tokens`, and a
+        `free` request (Anthropic's count_tokens) holds and costs nothing."""
         rate: Rate = await self._cached(("rate", model), lambda db: pricing.rate_for(db, model))
         member, own = await self._cached(
             ("limits", (user_id, key_id)), lambda db: quotas.limits_for(db, user_id, key_id)
         )
-        limits = Limits.of(
-            body, body_bytes, default_max_tokens=rate.default_max_tokens, embeddings=path.endswith("/embeddings")
-        )
+        limits = size(rate.default_max_tokens)
         checks: list[tuple[Scope, QuotaLimits]] = [(("user", user_id), member)]
         if own != QuotaLimits():
             checks.append((("key", key_id), own))
@@ -112,7 +112,7 @@ class Admission:
                 self.limiter.seed(scope, await self._used_today(scope))
         ticket = self.limiter.admit(checks, estimate_tokens(limits.prompt_chars) + limits.completion)
         # The hold covers the most the hub would believe of the provider, so the charge never exceeds it.
-        amount = rate.cost(limits.prompt, limits.completion)
+        amount = 0 if free else rate.cost(limits.prompt, limits.completion, limits.audio_ms)
         admitted = Pass(call_id=call_id, user_id=user_id, rate=rate, ticket=ticket, held=0, limits=limits)
         if amount <= 0:
             return admitted
@@ -160,7 +160,7 @@ class Admission:
             return
         admitted.finished = True
         tokens = counts.prompt_tokens + counts.completion_tokens if delivered else 0
-        cost = admitted.rate.cost(counts.prompt_tokens, counts.completion_tokens) if delivered else 0
+        cost = admitted.rate.cost(counts.prompt_tokens, counts.completion_tokens, counts.audio_ms) if delivered else 0
         cost = min(cost, admitted.held)  # what was not held was never owed (a free model, or the member's own GPU)
         try:
             self.limiter.finish(admitted.ticket, tokens)

@@ -42,6 +42,8 @@ class Limits:
     prompt_chars: int  # for estimates
     choices: int = 1  # how many answers the request asked for (n times the prompts)
     explicit: bool = True  # the completion limit came from the request, not from the model default
+    audio_ms: int = 0  # an upload's longest possible length (`hub.proxy.apis.audio`)
+    audio_ms_guess: int = 0  # what the hub bills when the server says nothing
 
     @classmethod
     def of(cls, body: dict[str, Any], body_bytes: int, *, default_max_tokens: int, embeddings: bool) -> Limits:
@@ -131,5 +133,11 @@ def bill(limits: Limits, report: Report | None, relayed: Relayed, *, counted: Co
     estimated = reported_prompt is None or reported_completion is None
     prompt = prompt_guess if reported_prompt is None else reported_prompt
     completion = completion_guess if reported_completion is None else reported_completion
-    counts = Counts(min(prompt, prompt_bound), min(completion, completion_bound), estimated=estimated)
+    audio_ms = 0
+    if limits.audio_ms:  # an upload: its seconds are bounded by what the hub read of the file
+        reported_audio = report.audio_ms if report else None
+        disputed = disputed or (reported_audio or 0) > limits.audio_ms
+        estimated = estimated or reported_audio is None
+        audio_ms = min(limits.audio_ms_guess if reported_audio is None else reported_audio, limits.audio_ms)
+    counts = Counts(min(prompt, prompt_bound), min(completion, completion_bound), estimated, audio_ms)
     return Billed(counts, disputed, report if disputed else None)

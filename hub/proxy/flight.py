@@ -7,7 +7,6 @@ having ended (a stream the server never started) ends itself, so no slot or hold
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -19,6 +18,7 @@ from hub.db import utcnow
 from hub.keys.cache import Caller
 from hub.metrics import Metrics
 from hub.proxy.admission import Admission, Pass
+from hub.proxy.apis.base import Api, Outgoing, Parsed
 from hub.proxy.bounds import Billed
 from hub.proxy.meter import Counts
 from hub.proxy.scheduler import Scheduler
@@ -28,28 +28,35 @@ log = logging.getLogger("gpuclub")
 
 @dataclass
 class Call:
-    """One client request, parsed once."""
+    """One client request, parsed once by its API's shape: everything the lifecycle needs to know about it."""
 
     caller: Caller
-    path: str
-    body: dict[str, Any]
-    raw: str
+    api: Api
+    parsed: Parsed
+    outgoing: Outgoing
     body_bytes: int
-    model: str
-    stream: bool
-    wants_usage: bool
+    headers: dict[str, str] = field(default_factory=dict)  # passed on to the upstream (anthropic-version…)
     arrived: float = field(default_factory=time.monotonic)
 
     @classmethod
-    def build(cls, caller: Caller, path: str, body: dict[str, Any], raw: str, body_bytes: int) -> Call:
-        stream = body.get("stream") is True
-        options = body.get("stream_options")
-        wants_usage = isinstance(options, dict) and options.get("include_usage") is True
-        if stream and not wants_usage:
-            # Ask for usage on the client's behalf; the extra chunk is taken out again on the way back.
-            body = {**body, "stream_options": {**(options if isinstance(options, dict) else {}), "include_usage": True}}
-            raw = json.dumps(body)
-        return cls(caller, path, body, raw, body_bytes, str(body["model"]), stream, wants_usage)
+    def build(cls, caller: Caller, api: Api, parsed: Parsed, headers: dict[str, str] | None = None) -> Call:
+        return cls(caller, api, parsed, api.outgoing(parsed), len(parsed.raw), headers or {})
+
+    @property
+    def model(self) -> str:
+        return self.parsed.model
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return self.parsed.body
+
+    @property
+    def stream(self) -> bool:
+        return self.parsed.stream
+
+    @property
+    def path(self) -> str:
+        return f"/v1/{self.api.name}"
 
 
 @dataclass
@@ -158,11 +165,12 @@ class Flight:
                     "key_id": self.call.caller.key_id,
                     "agent_id": link.agent_id,
                     "model": self.call.model[:200],
-                    "endpoint": self.call.path.removeprefix("/v1/")[:40],
+                    "endpoint": self.call.api.name[:40],
                     "stream": self.call.stream,
                     "status": status,
                     "prompt_tokens": counts.prompt_tokens,
                     "completion_tokens": counts.completion_tokens,
+                    "audio_ms": counts.audio_ms or None,
                     "estimated": counts.estimated,
                     "reported_prompt_tokens": reported.prompt_tokens if reported else None,
                     "reported_completion_tokens": reported.completion_tokens if reported else None,

@@ -14,14 +14,19 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from hub.errors import UpstreamFailed
 
 _BOUNDARY = re.compile(rb"\r?\n\r?\n")
 # One SSE event larger than this is no chat chunk; a stream that never ends an event would otherwise grow the hub.
+# (The Responses API's last event repeats the whole answer: its shape allows more, `Api.max_event_bytes`.)
 MAX_EVENT_BYTES = 1024 * 1024
 _DEPTH = 8  # how deep the hub looks for text in a request (real requests nest three or four levels)
+
+
+# Where the APIs put text: chat and completions, Responses (`instructions`), Messages (`system`), rerank.
+_PROMPT_FIELDS = ("messages", "prompt", "input", "instructions", "system", "query", "documents")
 
 
 @dataclass
@@ -29,6 +34,7 @@ class Counts:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     estimated: bool = False
+    audio_ms: int = 0  # transcriptions: milliseconds of audio, billed per audio minute
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,17 @@ class Report:
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    audio_ms: int | None = None
+
+    def over(self, earlier: Report | None) -> Report:
+        """This report over an earlier one of the same answer: a stream may report its usage in parts."""
+        if earlier is None:
+            return self
+        return Report(
+            earlier.prompt_tokens if self.prompt_tokens is None else self.prompt_tokens,
+            earlier.completion_tokens if self.completion_tokens is None else self.completion_tokens,
+            earlier.audio_ms if self.audio_ms is None else self.audio_ms,
+        )
 
 
 # The hub keeps the generated text only to count it with a tokenizer, and only this much of it.
@@ -59,6 +76,19 @@ class Relayed:
     @classmethod
     def keeping(cls, keep: bool) -> Relayed:
         return cls(texts=[] if keep else None)
+
+    def add(self, text: str) -> None:
+        self.text_bytes += len(text.encode("utf-8", "surrogatepass"))
+        self.text_chars += len(text)
+        if self.texts is None:
+            return
+        self.texts.append(text)
+        if self.text_chars > KEEP_TEXT_CHARS:
+            self.texts = None
+        elif len(self.texts) > 256:
+            # Counted as one text, not fragment by fragment (a text split into characters counts as more
+            # tokens than the text); joined as it grows, so a stream of one-character pieces stays small.
+            self.texts[:] = ["".join(self.texts)]
 
 
 def estimate_tokens(chars: int) -> int:
@@ -84,7 +114,7 @@ def prompt_chars(body: dict[str, Any]) -> int:
                 if key in value:
                     walk(value[key], depth + 1)
 
-    walk({k: body.get(k) for k in ("messages", "prompt", "input") if k in body}, 0)
+    walk({k: body.get(k) for k in _PROMPT_FIELDS if k in body}, 0)
     return total
 
 
@@ -95,64 +125,24 @@ def whole(value: Any) -> int | None:
     return value
 
 
-def report_of(payload: Any) -> Report | None:
-    """The `usage` object of an answer or a stream chunk, or None when there is none."""
-    usage = payload.get("usage") if isinstance(payload, dict) else None
-    if not isinstance(usage, dict):
-        return None
-    return Report(whole(usage.get("prompt_tokens")), whole(usage.get("completion_tokens")))
-
-
-def _utf8(value: Any) -> tuple[int, int]:
-    if not isinstance(value, str):
-        return 0, 0
-    return len(value.encode("utf-8", "surrogatepass")), len(value)
-
-
-def relay_of(payload: Any, into: Relayed) -> None:
-    """Add the generated text of an answer or a chunk: content, reasoning, tool-call names and arguments."""
-    choices = payload.get("choices") if isinstance(payload, dict) else None
-    if not isinstance(choices, list):
-        return
-    for choice in choices:
-        if not isinstance(choice, dict):
-            continue
-        index = choice.get("index")
-        if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < 1024:
-            into.choices = max(into.choices, index + 1)
-        else:
-            into.choices = max(into.choices, 1)
-        parts = [choice.get("text")]
-        delta = choice.get("delta") or choice.get("message")
-        if isinstance(delta, dict):
-            parts += [delta.get("content"), delta.get("reasoning_content"), delta.get("reasoning")]
-            calls = delta.get("tool_calls")
-            for call in calls if isinstance(calls, list) else []:
-                function = call.get("function") if isinstance(call, dict) else None
-                if isinstance(function, dict):
-                    parts += [function.get("name"), function.get("arguments")]
-                    if function.get("name"):
-                        into.tool_calls += 1
-        for part in parts:
-            size, chars = _utf8(part)
-            into.text_bytes += size
-            into.text_chars += chars
-            if into.texts is not None and chars and isinstance(part, str):
-                into.texts.append(part)
-        if into.texts is not None and into.text_chars > KEEP_TEXT_CHARS:
-            into.texts = None
-        elif into.texts is not None and len(into.texts) > 256:
-            # Counted as one text, not fragment by fragment (a text split into characters counts as more
-            # tokens than the text); joined as it grows, so a stream of one-character pieces stays small.
-            into.texts[:] = ["".join(into.texts)]
-
-
 def parse_json(data: bytes) -> Any:
     """JSON from a provider, or None: malformed or absurdly nested input is simply not JSON to the hub."""
     try:
         return json.loads(data)
     except (ValueError, RecursionError):
         return None
+
+
+class Reader(Protocol):
+    """The part of an API shape that reads answers (`hub.proxy.apis.base.Api`)."""
+
+    def answer(self, payload: Any, relayed: Relayed) -> Report | None: ...
+
+    def event(self, payload: Any, relayed: Relayed) -> Report | None: ...
+
+    def injected(self, payload: Any) -> bool: ...
+
+    def plain(self, text: str, relayed: Relayed) -> Report | None: ...
 
 
 @dataclass
@@ -163,18 +153,20 @@ class Answer:
     relayed: Relayed
 
 
-def read_answer(body: bytes, *, keep_text: bool = False) -> Answer:
-    payload = parse_json(body)
+def read_answer(api: Reader, body: bytes, media_type: str, *, keep_text: bool = False) -> Answer:
     relayed = Relayed.keeping(keep_text)
-    relay_of(payload, relayed)
-    return Answer(report_of(payload), relayed)
+    if media_type.startswith("text/plain"):  # a transcription as plain text: the text is the answer
+        return Answer(api.plain(body.decode("utf-8", "replace"), relayed), relayed)
+    return Answer(api.answer(parse_json(body), relayed), relayed)
 
 
 @dataclass
 class StreamMeter:
     """Feed it stream bytes as they come; it returns the bytes to forward, event by event."""
 
+    api: Reader
     strip_usage: bool
+    max_event: int = MAX_EVENT_BYTES
     report: Report | None = None
     relayed: Relayed = field(default_factory=Relayed)
     pending: bytearray = field(default_factory=bytearray, repr=False)
@@ -194,8 +186,8 @@ class StreamMeter:
         if start:
             del self.pending[:start]
         self.scanned = len(self.pending)
-        if len(self.pending) > MAX_EVENT_BYTES:
-            raise UpstreamFailed(f"The GPU's server sent a stream event larger than {MAX_EVENT_BYTES} bytes.")
+        if len(self.pending) > self.max_event:
+            raise UpstreamFailed(f"The GPU's server sent a stream event larger than {self.max_event} bytes.")
         return b"".join(out)
 
     def flush(self) -> bytes:
@@ -212,9 +204,8 @@ class StreamMeter:
         payload = parse_json(data)
         if payload is None:
             return True
-        relay_of(payload, self.relayed)
-        if (report := report_of(payload)) is not None:
-            self.report = report
-            if self.strip_usage and isinstance(payload, dict) and not payload.get("choices"):
+        if (report := self.api.event(payload, self.relayed)) is not None:
+            self.report = report.over(self.report)
+            if self.strip_usage and self.api.injected(payload):
                 return False
         return True

@@ -1,22 +1,25 @@
-"""Sending one `/v1` request to a member's GPU and bringing the answer back, streamed as it arrives.
+"""One `/v1` request's lifecycle, in one direction: admit → route → relay → settle.
 
-Retries once on another agent if the first fails before the client has seen a byte; after that, a stream ends
-with an error event. The client going away cancels the request at the upstream. Only the content types the APIs
-use reach the client. What the answer used is held against the hub's bounds (`bounds.bill`) before it counts.
+- admit: quotas and the credit hold (`hub.proxy.admission`), sized by the request's API shape (`hub.proxy.apis`);
+- route: an agent that serves the model through that API, within the key's trust scope (`hub.proxy.scheduler`);
+- relay: the request to the member's GPU and the answer back, streamed as it arrives (here). Retries once on
+  another agent if the first fails before the client has seen a byte; after that, a stream ends with the API's
+  error event. The client going away cancels the request at the upstream. Only the content types the APIs use
+  reach the client;
+- settle: what the answer used, held against the hub's bounds (`bounds.bill`), ends the `Flight` exactly once
+  (`hub.proxy.flight`).
+
+The request's state is one `Flight`; the answer is a `Reply`, which only the views turn into a Litestar response.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-
-from litestar import Response
-from litestar.response import Stream
 
 from hub.agents.live import AgentLost, AnswerTooLarge, Exchange, Link
 from hub.background import Background
@@ -34,10 +37,23 @@ MEDIA_TYPES = {
     "application/json": "application/json",
     "text/event-stream": "text/event-stream",
     "text/plain": "text/plain; charset=utf-8",
+    "text/vtt": "text/vtt; charset=utf-8",  # transcriptions as subtitles (whisper.cpp, vLLM)
+    "application/x-subrip": "application/x-subrip; charset=utf-8",
 }
 T = TypeVar("T")
 
-__all__ = ["Call", "Proxy"]
+__all__ = ["Call", "Proxy", "Reply"]
+
+
+@dataclass
+class Reply:
+    """An answer for the client: a whole body, or a stream of bytes to pass on as they come."""
+
+    status: int
+    media_type: str
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _no_disputes(agent_id: int) -> None:
@@ -58,22 +74,22 @@ class Proxy:
     def __post_init__(self) -> None:
         self.ends = Ends(self.scheduler, self.admission, self.metrics, self.on_dispute, self.background.spawn)
 
-    async def handle(self, call: Call, gone: Coroutine[Any, Any, None]) -> Response[Any]:
+    async def handle(self, call: Call, gone: Coroutine[Any, Any, None]) -> Reply:
         """Answer `call`; `gone` finishes when the client disconnects, which cancels the work at the upstream."""
         watcher = asyncio.ensure_future(gone)
         try:
-            serving = self.scheduler.serving(call.model, call.caller.user_id, call.caller.scope)
+            api, caller = call.api, call.caller
+            serving = self.scheduler.serving(call.model, caller.user_id, caller.scope, api.name)
             if not serving:  # before any hold: bad input never touches credits
-                raise self.scheduler.unknown(call.model, call.caller.scope)
+                raise self.scheduler.unknown(call.model, caller.user_id, caller.scope, api)
             admitted = await self.admission.admit(
                 call_id=uuid.uuid4().hex,
-                user_id=call.caller.user_id,
-                key_id=call.caller.key_id,
+                user_id=caller.user_id,
+                key_id=caller.key_id,
                 model=call.model,
-                body=call.body,
-                body_bytes=call.body_bytes,
-                path=call.path,
-                owns_agent_for_model=any(link.owner_id == call.caller.user_id for link in serving),
+                size=lambda default: api.limits(call.parsed, call.body_bytes, default),
+                owns_agent_for_model=any(link.owner_id == caller.user_id for link in serving),
+                free=api.free,
             )
             flight = Flight(call, self.ends, admitted)  # from here on, its end gives back what admission took
             try:
@@ -86,7 +102,7 @@ class Proxy:
         finally:
             watcher.cancel()
 
-    async def _answer(self, flight: Flight, gone: asyncio.Future[None]) -> Response[Any]:
+    async def _answer(self, flight: Flight, gone: asyncio.Future[None]) -> Reply:
         call = flight.call
         link, exchange, status, media_type = await _unless(gone, self._first_answer(flight))
         answered = time.monotonic()
@@ -95,19 +111,18 @@ class Proxy:
             flight.end(502, error="the upstream answered with a content type the hub does not pass on")
             raise UpstreamFailed(
                 "The GPU's server answered with a content type that the hub does not pass on "
-                "(only JSON, event streams and plain text)."
+                "(only JSON, event streams, plain text and subtitles)."
             )
         if call.stream and status == 200 and media_type == "text/event-stream":
-            return Stream(
-                self._relay(flight, link, exchange),
-                status_code=200,
-                media_type=media_type,
+            return Reply(
+                200,
+                media_type,
+                stream=self._relay(flight, link, exchange),
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
+        limit = min(self.max_answer_bytes, call.api.max_answer_bytes or self.max_answer_bytes)
         try:
-            body = await _unless(
-                gone, asyncio.wait_for(exchange.body(self.max_answer_bytes), timeout=self.upstream_timeout)
-            )
+            body = await _unless(gone, asyncio.wait_for(exchange.body(limit), timeout=self.upstream_timeout))
         except ClientGone:
             self.background.spawn(link.cancel(exchange.id))
             flight.end(499, error="the client went away")
@@ -115,7 +130,6 @@ class Proxy:
         except AnswerTooLarge as exc:
             self.background.spawn(link.cancel(exchange.id))
             flight.end(502, error=str(exc))
-            limit = self.max_answer_bytes
             raise UpstreamFailed(f"The GPU's answer is larger than this hub's limit of {limit} bytes.") from None
         except (AgentLost, TimeoutError) as exc:
             flight.end(502, error=str(exc) or "timed out")
@@ -129,12 +143,14 @@ class Proxy:
         if status >= 400:
             flight.end(status)
         else:
-            answer = read_answer(body, keep_text=self._counter(flight) is not None)
+            answer = read_answer(call.api, body, media_type, keep_text=self._counter(flight) is not None)
             self._finish(flight, status, answer.report, answer.relayed)
-        return Response(body, status_code=status, media_type=media_type)
+        return Reply(status, media_type, body)
 
     def _counter(self, flight: Flight) -> TokenCounter | None:
-        return self.tokenizers.counter(flight.call.model) if self.tokenizers else None
+        if self.tokenizers is None or not flight.call.api.countable:
+            return None
+        return self.tokenizers.counter(flight.call.model)
 
     def _finish(self, flight: Flight, status: int, report: Report | None, relayed: Relayed, error: str = "") -> None:
         """Bill what the answer used and end the request; with a tokenizer, the hub counts first (off this path)."""
@@ -168,12 +184,12 @@ class Proxy:
         while True:
             own_only = flight.admitted.own_only
             link = await self.scheduler.acquire(
-                call.model, call.caller.user_id, tried, own_only=own_only, scope=call.caller.scope
+                call.model, call.caller.user_id, tried, own_only=own_only, scope=call.caller.scope, api=call.api.name
             )
             request_id = uuid.uuid4().hex
             flight.hold(link, request_id)
             try:
-                exchange = await link.open(request_id, call.path, call.raw)
+                exchange = await link.open(request_id, call.path, call.outgoing.text, **_extras(call))
                 status, headers = await asyncio.wait_for(asyncio.shield(exchange.started), self.upstream_timeout)
             except (AgentLost, TimeoutError) as exc:
                 message = str(exc) or "no answer in time"
@@ -197,13 +213,16 @@ class Proxy:
             return link, exchange, status, MEDIA_TYPES.get(content_type.split(";")[0].strip().lower())
 
     def _another(self, call: Call, tried: frozenset[int]) -> bool:
-        serving = self.scheduler.registry.serving(call.model, call.caller.user_id, call.caller.scope)
+        serving = self.scheduler.registry.serving(call.model, call.caller.user_id, call.caller.scope, call.api.name)
         return any(link.agent_id not in tried for link in serving)
 
     async def _relay(self, flight: Flight, link: Link, exchange: Exchange) -> AsyncIterator[bytes]:
         call = flight.call
         meter = StreamMeter(
-            strip_usage=not call.wants_usage, relayed=Relayed.keeping(self._counter(flight) is not None)
+            call.api,
+            max_event=call.api.max_event_bytes,
+            strip_usage=not call.outgoing.wants_usage,
+            relayed=Relayed.keeping(self._counter(flight) is not None),
         )
         finished = False
         error = ""
@@ -219,7 +238,7 @@ class Proxy:
                 except (AgentLost, HubError) as exc:
                     error = str(exc) or "the GPU stopped"
                     finished = True
-                    yield _error_event(f"The GPU serving '{call.model}' stopped mid-answer: {error}.")
+                    yield call.api.error_event(f"The GPU serving '{call.model}' stopped mid-answer: {error}.")
                     break
                 if out:
                     yield out
@@ -254,6 +273,13 @@ async def _unless(gone: asyncio.Future[None], work: Coroutine[Any, Any, T]) -> T
     raise ClientGone("the client went away")
 
 
-def _error_event(message: str) -> bytes:
-    error = {"error": {"message": message, "type": "server_error", "param": None, "code": "upstream_error"}}
-    return b"data: " + json.dumps(error).encode() + b"\n\n"
+def _extras(call: Call) -> dict[str, Any]:
+    """What the request frame carries beyond the body, for the APIs that need it (agent.protocol)."""
+    extras: dict[str, Any] = {"model": call.model}
+    if call.parsed.content_type != "application/json":
+        extras["content_type"] = call.parsed.content_type
+    if call.outgoing.encoding:
+        extras["encoding"] = call.outgoing.encoding
+    if call.headers:
+        extras["headers"] = call.headers
+    return extras

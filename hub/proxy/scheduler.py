@@ -16,9 +16,10 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
-from hub.agents.live import Link, Registry
+from hub.agents.live import CHAT, Link, Registry
 from hub.errors import ModelNotFound, TooManyRequests, Unavailable
 from hub.keys.trust import ANY, Scope, Trust
+from hub.proxy.apis.base import Api
 
 OWN = Scope(Trust.OWN)
 
@@ -30,6 +31,7 @@ class Waiter:
     exclude: frozenset[int]
     own_only: bool
     scope: Scope
+    api: str
     slot: asyncio.Future[Link] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -50,9 +52,10 @@ class Scheduler:
         *,
         own_only: bool = False,
         scope: Scope = ANY,
+        api: str = CHAT,
     ) -> Link | None:
         best: Link | None = None
-        for link in self.registry.serving(model, user_id, scope):
+        for link in self.registry.serving(model, user_id, scope, api):
             if link.agent_id in exclude or not link.has_room or (own_only and link.owner_id != user_id):
                 continue
             rank = (link.load, link.owner_id != user_id, link.in_flight)
@@ -60,12 +63,19 @@ class Scheduler:
                 best = link
         return best
 
-    def serving(self, model: str, user_id: int, scope: Scope = ANY) -> list[Link]:
-        return self.registry.serving(model, user_id, scope)
+    def serving(self, model: str, user_id: int, scope: Scope = ANY, api: str = CHAT) -> list[Link]:
+        return self.registry.serving(model, user_id, scope, api)
 
-    @staticmethod
-    def unknown(model: str, scope: Scope = ANY) -> ModelNotFound:
+    def unknown(self, model: str, user_id: int, scope: Scope = ANY, api: Api | None = None) -> ModelNotFound:
+        """Why nobody serves this request: no such model within reach, or the model but not through this API."""
         limit = f" (this API key only reaches {scope.reach}; change that on the API keys page)" if scope.limited else ""
+        links = self.registry.reachable(user_id, scope).get(model, [])
+        if links and api is not None:
+            served = sorted(set().union(*(link.apis_of(model) for link in links)))
+            return ModelNotFound(
+                f"No GPU you can use serves '{model}' through {api.title} (/v1/{api.name}) right now{limit}; "
+                f"its servers offer it through: {', '.join('/v1/' + name for name in served)}."
+            )
         return ModelNotFound(
             f"The model '{model}' does not exist or no GPU you can use serves it right now{limit}. "
             "GET /v1/models lists what is available."
@@ -79,18 +89,19 @@ class Scheduler:
         *,
         own_only: bool = False,
         scope: Scope = ANY,
+        api: str = CHAT,
     ) -> Link:
         """A slot on an agent for this request (only the member's own agents if `own_only`, and only within the
-        key's `scope`); `release` it after."""
+        key's `scope`, serving `api`); `release` it after."""
         candidates = [
             link
-            for link in self.registry.serving(model, user_id, scope)
+            for link in self.registry.serving(model, user_id, scope, api)
             if link.agent_id not in exclude and (link.owner_id == user_id or not own_only)
         ]
         if not candidates:
-            raise self.unknown(model, scope)
+            raise self.unknown(model, user_id, scope)
         if not self.queues.get(user_id) and (
-            link := self.pick(model, user_id, exclude, own_only=own_only, scope=scope)
+            link := self.pick(model, user_id, exclude, own_only=own_only, scope=scope, api=api)
         ):
             link.in_flight += 1
             return link
@@ -99,7 +110,7 @@ class Scheduler:
             raise TooManyRequests(
                 f"You already have {len(queue)} requests waiting for a GPU; wait for some to finish.", retry_after=2
             )
-        waiter = Waiter(model, user_id, exclude, own_only, scope)
+        waiter = Waiter(model, user_id, exclude, own_only, scope, api)
         queue.append(waiter)
         if user_id not in self.turns:
             self.turns.append(user_id)
@@ -131,7 +142,7 @@ class Scheduler:
                 if waiter.slot.done():
                     continue
                 scope = OWN if waiter.own_only else waiter.scope
-                if not self.registry.expects(waiter.model, waiter.user_id, scope, waiter.exclude):
+                if not self.registry.expects(waiter.model, waiter.user_id, scope, waiter.exclude, waiter.api):
                     self._forget(waiter)
                     waiter.slot.set_exception(self._gone(waiter))
         self.dispatch()
@@ -168,7 +179,12 @@ class Scheduler:
             return False
         for waiter in list(queue):
             link = self.pick(
-                waiter.model, user_id, waiter.exclude, own_only=own_only or waiter.own_only, scope=waiter.scope
+                waiter.model,
+                user_id,
+                waiter.exclude,
+                own_only=own_only or waiter.own_only,
+                scope=waiter.scope,
+                api=waiter.api,
             )
             if link is None:
                 continue

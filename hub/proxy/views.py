@@ -1,76 +1,93 @@
-"""The OpenAI-compatible API under `/v1`: parse, check the key, hand to the proxy."""
+"""The APIs under `/v1` (and `/rerank`): check the key, read the body once, hand it to the proxy, and turn its
+`Reply` into a Litestar response. The only module of the proxy that knows Litestar."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from litestar import Request, Response, get, post
+from litestar.params import FromPath
+from litestar.response import Stream
 
 from hub.agents.live import Registry
-from hub.errors import BadRequest, InvalidApiKey, InvalidJSON, PayloadTooLarge
+from hub.errors import InvalidApiKey, ModelNotFound, NotFound, PayloadTooLarge
 from hub.keys.cache import Caller, KeyCache
-from hub.proxy.bounds import MAX_CHOICES
-from hub.proxy.forward import Call, Proxy
+from hub.proxy.apis import ROUTES, anthropic_path, api_for
+from hub.proxy.flight import Call
+from hub.proxy.relay import Proxy, Reply
 from hub.web.context import settings_of
+
+# Headers an Anthropic client sends that a server may act on (a beta feature); nothing else of the client's.
+PASSED_HEADERS = ("anthropic-version", "anthropic-beta")
 
 
 async def api_caller(request: Request[Any, Any, Any]) -> Caller:
+    """The key's owner: `Authorization: Bearer <key>`, or `x-api-key: <key>` as Anthropic's clients send it."""
     scheme, _, secret = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
+    secret = secret.strip() if scheme.lower() == "bearer" else ""
+    secret = secret or request.headers.get("x-api-key", "").strip()
+    if not secret:
         raise InvalidApiKey(
-            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'; create one on the API keys page."
+            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>' (or 'x-api-key: <key>'); "
+            "create one on the API keys page."
         )
     cache: KeyCache = request.app.state.key_cache
-    return await cache.lookup(request.app.state.db.session, secret.strip())
+    return await cache.lookup(request.app.state.db.session, secret)
 
 
-async def json_body(request: Request[Any, Any, Any]) -> tuple[dict[str, Any], str, int]:
+async def read_body(request: Request[Any, Any, Any]) -> bytes:
     limit = settings_of(request).max_body_bytes
     if int(request.headers.get("content-length") or 0) > limit:
         raise PayloadTooLarge(f"The request body is larger than this hub's limit of {limit} bytes.")
     raw = await request.body()
     if len(raw) > limit:
         raise PayloadTooLarge(f"The request body is larger than this hub's limit of {limit} bytes.")
-    try:
-        text = raw.decode()
-        body = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidJSON("We could not parse the JSON body of your request.") from None
-    except RecursionError:
-        raise InvalidJSON("The JSON body of your request is nested too deeply.") from None
-    if not isinstance(body, dict):
-        raise InvalidJSON("The request body must be a JSON object.")
-    n = body.get("n", 1)
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CHOICES:
-        raise BadRequest(f"'n' must be a whole number from 1 to {MAX_CHOICES}.")
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        error = BadRequest("You must provide a model parameter.")
-        error.code = "missing_model"
-        raise error
-    return body, text, len(raw)
+    return raw
+
+
+def _listing(model: str, links: list[Any]) -> dict[str, Any]:
+    apis = sorted(set().union(*(link.apis_of(model) for link in links)))
+    return {"id": model, "object": "model", "created": 0, "owned_by": "gpuclub", "gpus": len(links), "apis": apis}
 
 
 @get("/v1/models", name="v1_models")
 async def list_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
     caller = await api_caller(request)
     registry: Registry = request.app.state.registry
-    models = registry.models_for(caller.user_id, caller.scope)  # only what this key may reach
-    return {
-        "object": "list",
-        "data": [
-            {"id": model, "object": "model", "created": 0, "owned_by": "gpuclub", "gpus": count}
-            for model, count in models.items()
-        ],
-    }
+    reachable = registry.reachable(caller.user_id, caller.scope)  # only what this key may reach
+    return {"object": "list", "data": [_listing(model, links) for model, links in reachable.items()]}
 
 
-@post(["/v1/chat/completions", "/v1/completions", "/v1/embeddings"], name="v1_generate", status_code=200)
-async def generate(request: Request[Any, Any, Any]) -> Response[Any]:
+@get("/v1/models/{model:path}", name="v1_model")
+async def show_model(request: Request[Any, Any, Any], model: FromPath[str]) -> dict[str, Any]:
     caller = await api_caller(request)
-    body, raw, size = await json_body(request)
+    registry: Registry = request.app.state.registry
+    name = model.removeprefix("/")
+    links = registry.reachable(caller.user_id, caller.scope).get(name)
+    if not links:
+        raise ModelNotFound(f"The model '{name}' does not exist or no GPU you can use serves it right now.")
+    return _listing(name, links)
+
+
+@post(list(ROUTES), name="v1_generate", status_code=200)
+async def generate(request: Request[Any, Any, Any]) -> Response[Any]:
+    api = api_for(request.url.path)
+    if api is None:  # the route table and the paths above are the same list
+        raise NotFound("There is nothing at this address.")
+    caller = await api_caller(request)
+    parsed = api.parse(await read_body(request), request.headers.get("content-type", "application/json"))
+    passed = {}
+    if anthropic_path(request.url.path):
+        passed = {h: v[:200] for h in PASSED_HEADERS if (v := request.headers.get(h, "")) and v.isprintable()}
     proxy: Proxy = request.app.state.proxy
-    return await proxy.handle(Call.build(caller, request.url.path, body, raw, size), _disconnected(request))
+    reply = await proxy.handle(Call.build(caller, api, parsed, passed), _disconnected(request))
+    return _response(reply)
+
+
+def _response(reply: Reply) -> Response[Any]:
+    if reply.stream is not None:
+        return Stream(reply.stream, status_code=reply.status, media_type=reply.media_type, headers=reply.headers)
+    return Response(reply.body, status_code=reply.status, media_type=reply.media_type, headers=reply.headers)
 
 
 async def _disconnected(request: Request[Any, Any, Any]) -> None:
@@ -79,4 +96,4 @@ async def _disconnected(request: Request[Any, Any, Any]) -> None:
         pass
 
 
-routes = [list_models, generate]
+routes = [list_models, show_model, generate]

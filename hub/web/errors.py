@@ -1,4 +1,4 @@
-"""The one place where errors become responses: a page, an htmx fragment, or OpenAI's JSON error envelope."""
+"""The one place where errors become responses: a page, an htmx fragment, or the API's JSON error envelope."""
 
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ from litestar.exceptions import NotFoundException as RouteNotFound
 from litestar.response import Redirect
 
 from hub.errors import BadRequest, Forbidden, HubError, NotFound, NotSignedIn, PayloadTooLarge
+from hub.proxy.apis import ROUTES, error_body
 from hub.web.render import is_htmx, page
 
 log = logging.getLogger("gpuclub")
 
 
-def openai_envelope(error: HubError) -> Response[Any]:
-    body = {"error": {"message": error.message, "type": error.openai_type, "param": None, "code": error.code}}
+def api_envelope(path: str, error: HubError) -> Response[Any]:
+    """The error as the API at `path` shapes it (`hub.proxy.apis`): Anthropic's on /v1/messages*, else OpenAI's."""
+    body = error_body(path, error)
     retry_after = getattr(error, "retry_after", None)
     headers = dict(error.headers) | ({"Retry-After": str(retry_after)} if retry_after is not None else {})
     return Response(body, status_code=error.status_code, media_type=MediaType.JSON, headers=headers)
@@ -48,8 +50,9 @@ def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
         log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.scope["path"], exc_info=exc)
         error = HubError("Something went wrong on our side. It has been logged; please try again.")
 
-    if request.scope["path"].startswith("/v1"):
-        return openai_envelope(error)
+    path = request.scope["path"]
+    if path.startswith("/v1") or path in ROUTES:
+        return api_envelope(path, error)
     if isinstance(error, NotSignedIn):
         if is_htmx(request):
             return Response(b"", status_code=204, headers={"HX-Redirect": "/"})

@@ -63,5 +63,6 @@ class SecurityHeaders:
     async def __call__(self, message: Message, scope: Scope) -> None:
         if message["type"] != "http.response.start":
             return
-        extra = self.api if scope["path"].startswith("/v1") else self.pages
+        api = scope["path"].startswith("/v1") or scope["path"] == "/rerank"
+        extra = self.api if api else self.pages
         message["headers"] = [*message.get("headers", ()), *extra]

@@ -14,6 +14,7 @@ from hub.ledger.grants import grant
 from hub.ledger.purses import Purses
 from hub.pricing import service as pricing
 from hub.proxy.admission import Admission
+from hub.proxy.bounds import Limits
 from hub.proxy.recorder import Recorder
 from tests.support.people import person
 
@@ -43,9 +44,9 @@ async def test_a_burst_of_requests_reads_the_price_once_and_holds_for_each(
                 user_id=alice.pk,
                 key_id=0,
                 model="m",
-                body=body,
-                body_bytes=len(json.dumps(body)),
-                path="/v1/chat/completions",
+                size=lambda default: Limits.of(
+                    body, len(json.dumps(body)), default_max_tokens=default, embeddings=False
+                ),
                 owns_agent_for_model=False,
             )
             for i in range(20)

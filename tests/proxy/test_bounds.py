@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from hub.proxy.apis.openai import ChatCompletions
 from hub.proxy.bounds import Limits, bill
 from hub.proxy.meter import Relayed, Report, StreamMeter, read_answer
 
+API = ChatCompletions()
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100}
 
 
@@ -16,7 +18,11 @@ def limits(body: dict[str, Any]) -> Limits:
 
 
 def test_a_made_up_choice_index_buys_no_allowance() -> None:
-    answer = read_answer(b'{"choices":[{"index":63,"message":{"content":""}}],"usage":{"completion_tokens":1024}}')
+    answer = read_answer(
+        API,
+        b'{"choices":[{"index":63,"message":{"content":""}}],"usage":{"completion_tokens":1024}}',
+        "application/json",
+    )
 
     billed = bill(limits(CHAT), Report(5, 1024), answer.relayed)
 
@@ -25,7 +31,9 @@ def test_a_made_up_choice_index_buys_no_allowance() -> None:
 
 def test_tool_calls_count_their_names_and_arguments() -> None:
     call = {"function": {"name": "get_weather", "arguments": '{"city": "Lyon"}'}}
-    answer = read_answer(json.dumps({"choices": [{"index": 0, "message": {"tool_calls": [call]}}]}).encode())
+    answer = read_answer(
+        API, json.dumps({"choices": [{"index": 0, "message": {"tool_calls": [call]}}]}).encode(), "application/json"
+    )
 
     billed = bill(limits(CHAT), Report(5, 20), answer.relayed)
 
@@ -34,7 +42,7 @@ def test_tool_calls_count_their_names_and_arguments() -> None:
 
 
 def test_reasoning_counts_as_relayed_text() -> None:
-    meter = StreamMeter(strip_usage=False)
+    meter = StreamMeter(API, strip_usage=False)
     meter.feed(b'data: {"choices":[{"index":0,"delta":{"reasoning_content":"' + b"r" * 300 + b'"}}]}\n\n')
 
     billed = bill(limits(CHAT), Report(5, 90), meter.relayed)
@@ -50,7 +58,7 @@ def test_several_prompts_of_a_completions_request_each_get_their_answers() -> No
 
 def test_an_event_split_into_tiny_pieces_is_forwarded_whole_and_once() -> None:
     event = b'data: {"choices":[{"index":0,"delta":{"content":"' + b"z" * 5000 + b'"}}]}\r\n\r\n'
-    meter = StreamMeter(strip_usage=True)
+    meter = StreamMeter(API, strip_usage=True)
 
     out = b"".join(meter.feed(event[i : i + 3]) for i in range(0, len(event), 3))
 
@@ -60,7 +68,7 @@ def test_an_event_split_into_tiny_pieces_is_forwarded_whole_and_once() -> None:
 
 def test_many_small_fragments_are_kept_as_one_text_for_the_tokenizer() -> None:
     relayed = Relayed.keeping(True)
-    meter = StreamMeter(strip_usage=False, relayed=relayed)
+    meter = StreamMeter(API, strip_usage=False, relayed=relayed)
     for _ in range(2000):
         meter.feed(b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n')
 

@@ -172,7 +172,7 @@ async def test_a_model_the_server_loads_later_is_offered_without_restarting_anyt
             before = [m.id for m in (await client.models.list()).data]
             mark = gpu.mark()
             await upstream.serve_models("m", "m-large")
-            await asyncio.to_thread(gpu.wait_for, r"models changed", since=mark)
+            await asyncio.to_thread(gpu.wait_for, r"models or their APIs changed", since=mark)
             after = [m.id for m in (await client.models.list()).data]
             answer = await client.chat.completions.create(model="m-large", messages=MESSAGES, max_tokens=2)
 

@@ -6,14 +6,18 @@ prints `FAKE READY <port>` once listening (`--port 0` picks a free port). Answer
 "tok0 tok1 …" with as many tokens as `max_tokens` (default 8); prompt_tokens counts whitespace-separated words.
 
 Quirks: models-both, models-only (shape of /v1/models), no-done, no-usage, any-model, require-key=KEY,
-stall (accepts every request and never answers, like a wedged GPU server).
+stall (accepts every request and never answers, like a wedged GPU server), apis=responses,messages (the newer APIs
+it serves; see tests/support/fake_apis.py, which also serves Responses, Messages, rerank and audio).
 Per request, a body field `"fake": {...}` steers it: first_byte_delay, chunk_delay (seconds), status (answer with
 that HTTP status and an OpenAI error), die_after_chunks (drop the connection after N chunks), hang (never answer),
 tokens (stop after that many tokens). A lying server: usage (report this object instead of the true usage),
 content_type (answer with that content type), body_bytes (a plain answer of that many bytes, in 64 KiB pieces),
-stream_bytes (a stream of events carrying that many bytes of text), silent_after (send the headers and this many
-chunks, then nothing, ever).
-GET /fake/stats → {requests, in_flight, cancelled, completed, model_listings, last_body}; with a query such as
+stream_bytes (a stream of chat events carrying that many bytes of text, on any path), silent_after (send the
+headers and this many chunks, then nothing, ever).
+A body of just `{}` is the agent's probe for an API: answered at once (400, or 404 where the API is not served),
+even when stalled, and counted as `probes`, not `requests`.
+GET /fake/stats → {requests, in_flight, cancelled, completed, model_listings, probes, last_body, last_headers}
+(last_headers: the anthropic-* headers of the last request); with a query such as
 `?cancelled=2&in_flight=0` it answers once those counters reach at least (in_flight: exactly) those values,
 or after 10 s with whatever they are, so tests need no polling. PUT /fake/models ["a", "b"] changes the list.
 """
@@ -38,6 +42,8 @@ from urllib.parse import parse_qs
 import httpx
 import uvicorn
 
+from tests.support import fake_apis
+from tests.support.fake_apis import DEFAULT_TOKENS, lie, token, words
 from tests.support.processes import Running, run
 
 Message = dict[str, Any]
@@ -45,10 +51,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 CREATED = 1_700_000_000
-DEFAULT_TOKENS = 8
 JSON = (b"content-type", b"application/json")
 SSE = (b"content-type", b"text/event-stream; charset=utf-8")
-COUNTERS = ("requests", "in_flight", "cancelled", "completed", "model_listings")
+COUNTERS = ("requests", "in_flight", "cancelled", "completed", "model_listings", "probes")
 UNFINISHED = "ASGI callable returned without completing response."
 
 
@@ -59,7 +64,9 @@ class Stats:
     cancelled: int = 0
     completed: int = 0
     model_listings: int = 0
+    probes: int = 0
     last_body: Any = None
+    last_headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -79,28 +86,12 @@ def _json(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
-def _words(value: Any) -> int:
-    """Whitespace-separated words in a prompt, messages, or embedding input."""
-    if isinstance(value, str):
-        return len(value.split())
-    if isinstance(value, list):
-        if value and all(isinstance(v, int) for v in value):
-            return len(value)  # a prompt given as token ids
-        return sum(_words(v) for v in value)
-    if isinstance(value, dict):
-        return _words(value.get("content")) + _words(value.get("text"))
-    return 0
-
-
-def _token(i: int) -> str:
-    return f"tok{i}" if i == 0 else f" tok{i}"
-
-
 class FakeUpstream:
     def __init__(self, models: Sequence[str], quirks: Sequence[str], on_ready: Callable[[], None]) -> None:
         self.models = list(models)
         self.quirks = {q for q in quirks if "=" not in q}
         self.key = next((q.split("=", 1)[1] for q in quirks if q.startswith("require-key=")), None)
+        self.apis = fake_apis.served(quirks)
         self.on_ready = on_ready
         self.stats = Stats()
         self._changed = asyncio.Event()
@@ -164,26 +155,40 @@ class FakeUpstream:
             "/v1/chat/completions": self._chat,
             "/v1/completions": self._completion,
             "/v1/embeddings": self._embeddings,
-        }.get(path)
-        if handler is None:
+        }.get(path) or self._api(path)
+        if handler is None or not fake_apis.serves(self.apis, path):
             await _play(_error(404, f"Unknown path {path}", "invalid_request_error", None), send)
             return
         if method != "POST":
             await _play(_error(405, "Use POST", "invalid_request_error", None), send)
             return
+        if fake_apis.is_probe(raw):
+            self._count("probes")
+            refusal = _error(400, "you must provide a model parameter", "invalid_request_error", None)
+            await _play(Answer(400, fake_apis.shaped(path, 400, refusal.chunks)), send)
+            return
+        self.stats.last_headers = fake_apis.noted_headers(headers)
         self._count("requests")
         self._count("in_flight")
         try:
-            answer = self._answer(raw, handler)
+            answer = self._answer(raw, handler, headers.get(b"content-type", b"").decode())
+            answer.chunks = fake_apis.shaped(path, answer.status, answer.chunks)
             outcome = await _play_watching(answer, receive, send)
             if outcome in ("completed", "cancelled"):
                 self._count(outcome)
         finally:
             self._count("in_flight", -1)
 
-    def _answer(self, raw: bytes, handler: Callable[[dict[str, Any], str], Answer]) -> Answer:
+    def _api(self, path: str) -> Callable[[dict[str, Any], str], Answer] | None:
+        """A handler of fake_apis as this class calls its own."""
+        reply = fake_apis.HANDLERS.get(path.removeprefix("/v1/"))
+        if reply is None:
+            return None
+        return lambda body, model: Answer(**vars(reply(body, model)))
+
+    def _answer(self, raw: bytes, handler: Callable[[dict[str, Any], str], Answer], content_type: str) -> Answer:
         try:
-            body = json.loads(raw)
+            body = fake_apis.read_form(raw, content_type) if fake_apis.is_form(content_type) else json.loads(raw)
         except ValueError:
             return _error(400, "The body is not valid JSON.", "invalid_request_error", None)
         self.stats.last_body = body
@@ -208,8 +213,8 @@ class FakeUpstream:
         else:
             answer = handler(body, model)
             if "usage" in controls:
-                answer = Answer(answer.status, _lie(answer.chunks, controls["usage"]), answer.stream)
-        answer.controls = controls
+                answer = Answer(answer.status, lie(answer.chunks, controls["usage"]), answer.stream, answer.controls)
+        answer.controls = answer.controls | controls
         return answer
 
     def _listing(self) -> dict[str, Any]:
@@ -239,7 +244,7 @@ class FakeUpstream:
         head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-fake{self.stats.requests:06d}", "created": CREATED}
         head["model"] = model
         if not body.get("stream"):
-            text = "".join(_token(i) for i in range(tokens))
+            text = "".join(token(i) for i in range(tokens))
             choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": finish}
             choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
             return Answer(200, iter([_json({**head, "object": kind, "choices": [choice], "usage": usage})]))
@@ -252,7 +257,7 @@ class FakeUpstream:
         extra = {"usage": None} if usage else {}
         count = max(tokens, 1)
         for i in range(count):
-            text = _token(i) if tokens else ""
+            text = token(i) if tokens else ""
             choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": finish if i == count - 1 else None}
             if chat:
                 choice["delta"] = {"role": "assistant", "content": text} if i == 0 else {"content": text}
@@ -267,10 +272,10 @@ class FakeUpstream:
     def _chat(self, body: dict[str, Any], model: str) -> Answer:
         if not isinstance(body.get("messages"), list):
             return _error(400, "'messages' is a required property", "invalid_request_error", None)
-        return self._generate(body, model, _words(body["messages"]), chat=True)
+        return self._generate(body, model, words(body["messages"]), chat=True)
 
     def _completion(self, body: dict[str, Any], model: str) -> Answer:
-        return self._generate(body, model, _words(body.get("prompt", "")), chat=False)
+        return self._generate(body, model, words(body.get("prompt", "")), chat=False)
 
     def _embeddings(self, body: dict[str, Any], model: str) -> Answer:
         inputs = body.get("input")
@@ -280,22 +285,8 @@ class FakeUpstream:
             {"object": "embedding", "index": n, "embedding": _vector(json.dumps(item), size)}
             for n, item in enumerate(items)
         ]
-        usage = {"prompt_tokens": _words(inputs), "total_tokens": _words(inputs)}
+        usage = {"prompt_tokens": words(inputs), "total_tokens": words(inputs)}
         return Answer(200, iter([_json({"object": "list", "data": data, "model": model, "usage": usage})]))
-
-
-def _lie(chunks: Iterator[bytes], usage: Any) -> Iterator[bytes]:
-    """The same answer, with `usage` in place of the true numbers wherever usage is reported."""
-    for chunk in chunks:
-        prefix = b"data: " if chunk.startswith(b"data: {") else b""
-        try:
-            payload = json.loads(chunk[len(prefix) :])
-        except ValueError:
-            yield chunk
-            continue
-        if isinstance(payload, dict) and payload.get("usage"):
-            payload["usage"] = usage
-        yield prefix + _json(payload) + (b"\n\n" if prefix else b"")
 
 
 def _padding(size: int) -> Iterator[bytes]:
