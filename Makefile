@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HTMX := static/vendor/htmx.min.js
 OIDC := tests/node_modules/.package-lock.json
 
-.PHONY: run setup test lint fmt migrate demo bench bench-smoke clean
+.PHONY: run setup test test-llama lint fmt migrate demo bench bench-smoke clean
 
 run: setup
 	$(BIN)/gpuclub migrate
@@ -29,6 +29,11 @@ $(OIDC): tests/package.json tests/package-lock.json
 
 test: setup $(OIDC)
 	$(BIN)/pytest
+
+# Against a real llama.cpp llama-server: built once per machine (about 5 minutes on 2 cores) into ~/.cache/gpuclub.
+test-llama: setup $(OIDC)
+	$(BIN)/python -m tests.support.llama_build
+	$(BIN)/pytest -m llama
 
 lint: setup
 	$(BIN)/ruff check .
