@@ -2,7 +2,7 @@
 
 httpx spends more CPU per request than the hub does, so with it the load generator would measure itself. This
 client does one request at a time per connection, parses with the same C parser uvicorn uses, and for streams
-time-stamps every server-sent event that carries a token as it arrives.
+(chat completions or the Responses API) time-stamps every server-sent event that carries a token as it arrives.
 """
 
 from __future__ import annotations
@@ -16,8 +16,14 @@ from typing import cast
 
 import httptools
 
-# A streamed token: a non-empty `content` string (the hub passes the upstream's bytes, LiteLLM re-encodes them).
-_TOKEN = re.compile(rb'"content":\s*"[^"]')
+# A streamed token: a chat chunk with a non-empty `content` string, or a Responses `response.output_text.delta`
+# event (the hub passes the upstream's bytes, LiteLLM re-encodes them, so spaces may differ).
+_TOKEN = re.compile(rb'"content":\s*"[^"]|"type":\s*"response\.output_text\.delta"')
+# The end of a whole stream: chat's `[DONE]`, the Responses API's `response.completed`.
+_DONE = re.compile(rb'\[DONE\]|"type":\s*"response\.completed"')
+# An error event: chat's `{"error": {...}}`, the Responses API's `error` and `response.failed` events (a
+# Responses object carries `"error": null` when all is well).
+_ERROR = re.compile(rb'"error":\s*[{"]|"type":\s*"(?:error|response\.failed)"')
 
 
 @dataclass
@@ -26,7 +32,8 @@ class Answer:
     body: bytearray = field(default_factory=bytearray)
     tokens: list[float] = field(default_factory=list)  # perf_counter() when each token event arrived
     error_event: bool = False
-    done: bool = False  # `data: [DONE]` seen
+    done: bool = False  # `data: [DONE]` or `response.completed` seen
+    last_event: bytes = b""  # the last server-sent event, as an example when a stream goes wrong
 
 
 def request_bytes(host: str, port: int, path: str, body: bytes, key: str | None) -> bytes:
@@ -110,13 +117,14 @@ class Connection(asyncio.Protocol):
             self.finished.set_result(self.answer)
 
     def _event(self, event: bytes, now: float) -> None:
+        self.answer.last_event = event
         if _TOKEN.search(event):
             self.answer.tokens.append(now)
             if self.on_token is not None and len(self.answer.tokens) == 1:
                 self.on_token()
-        elif b"[DONE]" in event:
+        elif _DONE.search(event):
             self.answer.done = True
-        elif b'"error"' in event:
+        elif _ERROR.search(event):
             self.answer.error_event = True
 
     def _fail(self, exc: Exception) -> None:

@@ -9,6 +9,7 @@ per phase (`gen_cpu`, in cores) so a reader can tell whether the generator was t
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import os
@@ -25,6 +26,8 @@ import uvloop
 from bench.client import Answer, Connection, request_bytes
 
 PROMPT = [{"role": "user", "content": "Say hello to the benchmark."}]
+# What each API streamed here is asked: the prompt's field, and the field that bounds the answer.
+FIELDS = {"chat/completions": ("messages", "max_tokens"), "responses": ("input", "max_output_tokens")}
 Result = dict[str, Any]
 
 
@@ -106,17 +109,17 @@ class Failures:
 class Target:
     host: str
     port: int
-    path: str
     key: str | None
     timeout: float
 
-    def request(self, model: str, *, stream: bool) -> bytes:
-        body: dict[str, Any] = {"model": model, "messages": PROMPT, "max_tokens": 8}
+    def request(self, model: str, *, stream: bool, api: str = "chat/completions") -> bytes:
+        prompt, bound = FIELDS[api]
+        body: dict[str, Any] = {"model": model, prompt: PROMPT, bound: 8}
         if stream:
             # Room for every token the upstream streams (10, or 20 for the slow model): a server that sent more
             # than max_tokens allows would be over-reporting, and the hub pauses agents that keep doing that.
-            body.update(stream=True, max_tokens=32)
-        return request_bytes(self.host, self.port, self.path, json.dumps(body).encode(), self.key)
+            body.update({"stream": True, bound: 32})
+        return request_bytes(self.host, self.port, f"/v1/{api}", json.dumps(body).encode(), self.key)
 
     async def connect(self) -> Connection:
         return await asyncio.wait_for(Connection.open(self.host, self.port), self.timeout)
@@ -210,14 +213,20 @@ async def concurrent(target: Target, concurrency: int, duration: float, warmup: 
     }
 
 
-async def streaming(target: Target, count: int, chunks: int) -> Result:
-    """Streams one after another: time to first token, and the gaps between tokens as the client sees them."""
-    request = target.request("bench", stream=True)
+async def streaming(target: Target, count: int, chunks: int, api: str = "chat/completions") -> Result:
+    """Streams one after another: time to first token, and the gaps between tokens as the client sees them.
+
+    For an API a path may not serve (anything but chat completions), one stream goes first and is not counted:
+    if it fails, the phase says `served: false` and why, rather than fail `count` times."""
+    request = target.request("bench", stream=True, api=api)
     connection = await target.connect()
     ttft: list[float] = []
     gaps: list[float] = []
     failures = Failures()
-    for _ in range(count):
+
+    async def one() -> list[float] | None:
+        """The times of the stream's tokens from when it was sent, or None if it failed."""
+        nonlocal connection
         connection = await target.ready(connection)
         start = time.perf_counter()
         try:
@@ -226,17 +235,22 @@ async def streaming(target: Target, count: int, chunks: int) -> Result:
             failures.error(exc)
             connection.close()
             connection = await target.connect()
-            continue
+            return None
         if answer.status != 200:
             failures.answer(answer)
-            continue
-        if answer.error_event or len(answer.tokens) != chunks:
-            failures.add("stream ended early or with an error event")
-            continue
-        ttft.append(answer.tokens[0] - start)
-        gaps += [b - a for a, b in zip(answer.tokens, answer.tokens[1:], strict=False)]
+            return None
+        if answer.error_event or len(answer.tokens) != chunks or not answer.done:
+            failures.add("stream ended early or with an error event", answer.last_event)
+            return None
+        return [t - start for t in answer.tokens]
+
+    served = api == "chat/completions" or await one() is not None
+    for _ in range(count if served else 0):
+        if (tokens := await one()) is not None:
+            ttft.append(tokens[0])
+            gaps += [b - a for a, b in itertools.pairwise(tokens)]
     connection.close()
-    return {"ttft_ms": percentiles(ttft), "gap_ms": percentiles(gaps), **failures.result()}
+    return {"served": served, "ttft_ms": percentiles(ttft), "gap_ms": percentiles(gaps), **failures.result()}
 
 
 async def hold(target: Target, count: int, chunks: int, watch: dict[str, int]) -> Result:
@@ -298,7 +312,7 @@ async def hold(target: Target, count: int, chunks: int, watch: dict[str, int]) -
 
 
 async def run(spec: dict[str, Any]) -> Result:
-    target = Target(spec["host"], spec["port"], spec.get("path", "/v1/chat/completions"), spec.get("key"), 60.0)
+    target = Target(spec["host"], spec["port"], spec.get("key"), 60.0)
     watch: dict[str, int] = spec.get("watch") or {}
     results: Result = {}
     await sequential(target, spec["warmup"])  # first requests pay for lazy imports and connection set-up
@@ -310,9 +324,12 @@ async def run(spec: dict[str, Any]) -> Result:
 
         results[f"c{level}"] = await measured(at, watch)
     results["streaming"] = await measured(lambda: streaming(target, spec["streams"], spec["chunks"]), watch)
+    results["streaming_responses"] = await measured(
+        lambda: streaming(target, spec["streams"], spec["chunks"], "responses"), watch
+    )
     if spec.get("hold") and watch:
         held = spec["hold"]
-        patient = Target(target.host, target.port, target.path, target.key, held["chunks"] * held["gap"] + 20)
+        patient = Target(target.host, target.port, target.key, held["chunks"] * held["gap"] + 20)
         results["hold"] = await measured(lambda: hold(patient, held["streams"], held["chunks"], watch), {})
     return results
 

@@ -95,9 +95,8 @@ def load(server: stack.Server, key: str | None, sizes: Sizes, watch: dict[str, i
     }
     # A generous bound (a proxy at 0.2 s a request would still finish), so a wedged run ends on its own.
     phases = len(sizes.concurrency) * (sizes.duration + sizes.warmup_seconds + 60)
-    budget = (
-        120 + 0.2 * (sizes.warmup + sizes.sequential + sizes.streams) + phases + 2 * sizes.slow_chunks * sizes.slow_gap
-    )
+    requests = sizes.warmup + sizes.sequential + 2 * sizes.streams + 1  # streams for chat, for Responses, a probe
+    budget = 120 + 0.2 * requests + phases + 2 * sizes.slow_chunks * sizes.slow_gap
     done = subprocess.run(  # noqa: S603 - our own command line, no shell
         [sys.executable, "-m", "bench.load", json.dumps(spec)],
         cwd=stack.ROOT,

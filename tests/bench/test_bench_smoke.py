@@ -14,7 +14,8 @@ SECTIONS = (
     "sequential, not streamed",
     "concurrency 32 for",
     "concurrency 128 for",
-    "streaming (",
+    "streaming /v1/chat/completions (",
+    "streaming /v1/responses (",
     "streams held open against a slow upstream",
     "targets (ratios from this run)",
 )
@@ -50,6 +51,11 @@ def test_the_smoke_run_prints_every_table_and_writes_the_same_numbers_as_json(tm
 
     for path in ("A", "B"):
         assert all(document["paths"][path][phase]["errors"] == 0 for phase in PHASES), path
+        responses = document["paths"][path]["streaming_responses"]
+        assert responses["served"] is True and responses["errors"] == 0, (path, responses)
+        assert responses["ttft_ms"]["n"] == document["meta"]["sizes"]["streams"]
+        assert responses["gap_ms"]["n"] > 0
+    assert document["added"]["B"]["responses_ttft_p50_ms"] is not None
     held = document["paths"]["B"]["hold"]
     assert held["errors"] == 0
     assert held["max_open_at_once"] == held["streams"] == document["meta"]["sizes"]["hold_streams"]
