@@ -71,13 +71,14 @@ async def show_model(request: Request[Any, Any, Any], model: FromPath[str]) -> d
 
 @post(list(ROUTES), name="v1_generate", status_code=200)
 async def generate(request: Request[Any, Any, Any]) -> Response[Any]:
-    api = api_for(request.url.path)
+    path = request.scope["path"]
+    api = api_for(path)
     if api is None:  # the route table and the paths above are the same list
         raise NotFound("There is nothing at this address.")
     caller = await api_caller(request)
     parsed = api.parse(await read_body(request), request.headers.get("content-type", "application/json"))
     passed = {}
-    if anthropic_path(request.url.path):
+    if anthropic_path(path):
         passed = {h: v[:200] for h in PASSED_HEADERS if (v := request.headers.get(h, "")) and v.isprintable()}
     proxy: Proxy = request.app.state.proxy
     reply = await proxy.handle(Call.build(caller, api, parsed, passed), _disconnected(request))

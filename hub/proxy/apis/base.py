@@ -17,7 +17,7 @@ from hub.proxy.bounds import Limits
 from hub.proxy.meter import MAX_EVENT_BYTES, Relayed, Report
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Parsed:
     """A request body as the client sent it, read once: the JSON (or a form's text fields) and the raw bytes."""
 
@@ -30,7 +30,7 @@ class Parsed:
     audio_ms_known: int | None = None  # uploads: its exact length, when the hub could read it (a WAV header)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outgoing:
     """What the hub sends on: the body text (or base64 of raw bytes), and whether the client asked for usage."""
 
