@@ -27,8 +27,9 @@ $(HTMX): package.json package-lock.json
 $(OIDC): tests/package.json tests/package-lock.json
 	npm ci --prefix tests --no-audit --no-fund --silent
 
+# Two workers, a test file each at a time (module fixtures such as a live hub stay within one worker).
 test: setup $(OIDC)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 # Against a real llama.cpp llama-server: built once per machine (about 5 minutes on 2 cores) into ~/.cache/gpuclub.
 test-llama: setup $(OIDC)
