@@ -1,15 +1,17 @@
-"""My GPUs: agent tokens (shown once, with the exact command to run) and each agent live."""
+"""My GPUs: agent tokens (shown once, with the exact command to run), each agent live, and the agent's wheel."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from litestar import Request, get, post
 from litestar.params import FromPath
-from litestar.response import Redirect, Template
+from litestar.response import File, Redirect, Template
 
 from hub.accounts.models import User
 from hub.agents import service as agents
+from hub.agents import wheel
 from hub.agents.dispute_report import disputed_by_agent
 from hub.agents.disputes import dispute_rules
 from hub.agents.live import Registry
@@ -41,6 +43,7 @@ async def _render(request: Request[Any, Any, Any], db: Db, user: User, *, block:
         rules=await dispute_rules(db),
         probe_flags=await flags_by_agent(db, [a.pk for a in mine], since(DISPUTE_DAYS * 24)),
         hub_url=settings_of(request).public_url,
+        wheel_url=f"{settings_of(request).public_url}/agent/{wheel.filename()}",
         **extra,
     )
 
@@ -96,4 +99,13 @@ async def gpu_action(
     return Redirect("/gpus", status_code=303)
 
 
-routes = [gpu_list, gpu_live, gpu_create, gpu_action]
+# Public: the wheel holds only the agent's code, and a GPU machine installs it before it has any token.
+@get("/agent/{name:str}", name="agent_wheel")
+async def agent_wheel(request: Request[Any, Any, Any], name: FromPath[str]) -> File:
+    if name != wheel.filename():
+        raise NotFound("There is nothing at this address.")
+    path = await asyncio.to_thread(wheel.wheel_path, settings_of(request).data_dir)
+    return File(path=path, filename=name, media_type="application/zip")
+
+
+routes = [gpu_list, gpu_live, gpu_create, gpu_action, agent_wheel]

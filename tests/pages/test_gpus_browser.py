@@ -49,7 +49,8 @@ def test_an_owner_creates_a_token_and_watches_the_agent_come_online_and_go_offli
     page.get_by_role("button", name="Create agent token").click()
     command = page.locator("#agent-command")
     shown = re.compile(
-        rf"^gpuclub-agent --hub {re.escape(hub.url)} --token (gpa_\S+) --upstream http://127\.0\.0\.1:8000/v1$"
+        rf"^pipx run --spec {re.escape(hub.url)}/agent/gpuclub_agent-\S+-py3-none-any\.whl gpuclub-agent "
+        rf"--hub {re.escape(hub.url)} --token (gpa_\S+) --upstream http://127\.0\.0\.1:11434/v1$"
     )
     expect(command).to_have_text(shown)
     token = re.fullmatch(shown, command.inner_text().strip())
