@@ -40,7 +40,8 @@ APIs: each name is a path under /v1/. A model without an `apis` entry (an older 
 The WebSocket URL is the hub URL + PATH; the agent token goes in the Authorization header as a Bearer token.
 Close codes: 4401 (bad or revoked token: do not retry until the owner fixes it), 4409 (the same agent token is
 already connected elsewhere: the older connection is closed with this code), 4426 (the agent is too old for this
-hub: it does not keep to the flow control; upgrade it), 1008 (the agent broke the protocol).
+hub: it does not keep to the flow control; upgrade it), 4503 (the hub is restarting: reconnect with backoff), 1008
+(the agent broke the protocol).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ ID_BYTES = 32
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_REPLACED = 4409
 CLOSE_UPGRADE = 4426
+CLOSE_RESTARTING = 4503
 MAX_FRAME = 16 * 1024 * 1024
 MAX_REQUEST_FRAME = 24 * 1024 * 1024
 MAX_CHUNK = 64 * 1024

@@ -48,6 +48,8 @@ def close_reason(exc: ConnectionClosed) -> str:
         raise Rejected(TOKEN_REJECTED)
     if exc.rcvd.code == protocol.CLOSE_REPLACED:
         return REPLACED
+    if exc.rcvd.code == protocol.CLOSE_RESTARTING:
+        return "the hub is restarting"
     if exc.rcvd.code == protocol.CLOSE_UPGRADE:
         raise Rejected("the hub needs a newer gpuclub-agent: upgrade it, then start it again")
     reason = f": {exc.rcvd.reason}" if exc.rcvd.reason else ""

@@ -23,6 +23,7 @@ from hub.billing import views as billing
 from hub.credits import admin_views as money
 from hub.credits import views as credits
 from hub.db import Database
+from hub.drain import Drain
 from hub.housekeeping import Housekeeping
 from hub.invitations import views as invitations
 from hub.keys import views as keys
@@ -65,6 +66,7 @@ def create_app(settings: Settings, database: Database | None = None) -> Litestar
     housekeeping = Housekeeping(db, purses, admission.limiter)
     tokenizers = Tokenizers(db)  # the hub's own token count, for models an admin attached a tokenizer to
     prober = Prober(db, registry, scheduler.release, minutes=settings.probe_minutes)  # model identity probes
+    drain = Drain(settings.drain_seconds, scheduler, registry)  # `gpuclub serve` runs it on SIGTERM
 
     async def shutdown() -> None:
         await housekeeping.stop()
@@ -118,6 +120,7 @@ def create_app(settings: Settings, database: Database | None = None) -> Litestar
                 "disputes": disputes,
                 "tokenizers": tokenizers,
                 "prober": prober,
+                "drain": drain,
             }
         ),
         template_config=TemplateConfig(directory=settings.templates_dir, engine=JinjaTemplateEngine),
@@ -130,6 +133,7 @@ def create_app(settings: Settings, database: Database | None = None) -> Litestar
         ),
         exception_handlers={Exception: handle},
         before_send=[SecurityHeaders(settings)],
+        middleware=[drain.middleware],
         on_startup=[housekeeping.start, tokenizers.start, prober.start],
         on_shutdown=[shutdown],
         request_max_body_size=settings.max_body_bytes + 1024,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -51,6 +53,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> str:
     import uvicorn
 
     from hub.app import create_app
+    from hub.drain import Drain
     from hub.logs import uvicorn_log_config
     from hub.migrate import pending
 
@@ -68,13 +71,28 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> str:
         print(f"No owner yet. Open this one-time link within 24 hours to become the owner:\n\n    {link}\n", flush=True)
     host, port = args.host or settings.host, args.port or settings.port
     print(f"gpuclub is listening on http://{host}:{port}", flush=True)
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    drain: Drain = app.state.drain
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # Before uvicorn closes every connection (the tunnels too), let what is in flight finish.
+            await drain.run(lambda: self.force_exit)
+            await super().shutdown(sockets)
+
+    config = uvicorn.Config(
+        app,
         host=host,
         port=port,
         log_config=uvicorn_log_config(settings.log_level),
         proxy_headers=True,
+        timeout_graceful_shutdown=5,  # the drain already waited; this bounds the last page loads
     )
+    server = Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        raise HubError(f"gpuclub could not listen on {host}:{port}")
     return ""
 
 

@@ -16,6 +16,7 @@
      ├── InsufficientCredits    402 insufficient_quota: the balance cannot cover the request's hold
      ├── TooManyRequests        429 with Retry-After (queue full, quotas)
      ├── Unavailable            503 with Retry-After (no free GPU in time)
+     │    └── Restarting        503 with Retry-After: the hub is draining before a restart
      └── UpstreamFailed         502 (the member's server failed or timed out)
 
 Services raise these; `hub.web.errors` translates them, in one place, into a page, an htmx fragment or OpenAI's
@@ -122,6 +123,11 @@ class Unavailable(TryLater):
     openai_type = "server_error"
     code = "no_capacity"
     title = "Busy"
+
+
+class Restarting(Unavailable):
+    code = "hub_restarting"
+    title = "Restarting"
 
 
 class UpstreamFailed(HubError):

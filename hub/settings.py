@@ -66,6 +66,7 @@ class Settings:
     upstream_timeout: float = 300.0
     agent_heartbeat: float = 2.0
     probe_minutes: float = 60.0  # how often the hub compares answers of agents serving one model; 0: never
+    drain_seconds: float = 30.0  # on SIGTERM, how long requests in flight may take to finish
     log_level: str = "INFO"
     templates_dir: Path = ROOT / "templates"
     static_dir: Path = ROOT / "static"
@@ -114,6 +115,7 @@ class Settings:
             upstream_timeout=env.number("GPUCLUB_UPSTREAM_TIMEOUT", 300.0, low=1, high=86400),
             agent_heartbeat=env.number("GPUCLUB_AGENT_HEARTBEAT", 2.0, low=0.2, high=60),
             probe_minutes=env.number("GPUCLUB_PROBE_MINUTES", 60.0, low=0, high=7 * 24 * 60),
+            drain_seconds=env.number("GPUCLUB_DRAIN_SECONDS", 30.0, low=0, high=3600),
             log_level=(env.get("GPUCLUB_LOG_LEVEL") or "INFO").upper(),
         )
 

@@ -273,6 +273,7 @@ NOT_SESSION_ROUTES = {
     ("GET", "/healthz"),  # for load balancers
     ("GET", "/metrics"),  # an admin's session or an admin's API key: tests/test_health_and_errors.py
     ("GET", "/static/{file_path:path}"),
+    ("GET", "/agent/{name:str}"),  # the agent's wheel, public: tests/agent/test_install_from_hub.py
     ("GET", "/login/{token:str}"),  # one-time links: tests/accounts/test_login_links.py
     ("GET", "/setup/{token:str}"),
     ("POST", "/setup/{token:str}"),

@@ -18,6 +18,7 @@ def test_defaults_use_sqlite_under_the_data_dir(tmp_path: Path) -> None:
     assert settings.public_url == "http://127.0.0.1:8000"
     assert not settings.secure_cookies
     assert settings.github is None and settings.google is None and settings.oidc is None
+    assert settings.drain_seconds == 30
 
 
 def test_the_session_secret_is_made_once_and_kept_private(tmp_path: Path) -> None:
@@ -60,8 +61,18 @@ def test_secrets_can_come_from_files(tmp_path: Path) -> None:
         ({"GPUCLUB_GOOGLE_CLIENT_ID": "only-the-id"}, "GPUCLUB_GOOGLE_CLIENT_SECRET"),
         ({"GPUCLUB_OIDC_CLIENT_ID": "a", "GPUCLUB_OIDC_CLIENT_SECRET": "b"}, "GPUCLUB_OIDC_DISCOVERY_URL"),
         ({"GPUCLUB_SECRET_KEY_FILE": "/nonexistent/secret"}, "GPUCLUB_SECRET_KEY_FILE"),
+        ({"GPUCLUB_DRAIN_SECONDS": "-1"}, "GPUCLUB_DRAIN_SECONDS"),
     ],
-    ids=["port-word", "port-range", "public-url", "database", "half-google", "oidc-without-discovery", "secret-file"],
+    ids=[
+        "port-word",
+        "port-range",
+        "public-url",
+        "database",
+        "half-google",
+        "oidc-without-discovery",
+        "secret-file",
+        "drain",
+    ],
 )
 def test_a_bad_value_names_the_variable(tmp_path: Path, env: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError, match=variable):

@@ -38,6 +38,9 @@ async def tunnel(socket: WebSocket[Any, Any, Any]) -> None:
     database: Database = socket.app.state.db
     registry: Registry = socket.app.state.registry
     await socket.accept()
+    if socket.app.state.drain.draining:  # an agent must not settle on a hub that is about to stop
+        await socket.close(code=protocol.CLOSE_RESTARTING, reason="the hub is restarting")
+        return
     try:
         async with database.session() as db:
             agent, owner = await agents.authenticate(db, _token(socket))

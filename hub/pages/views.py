@@ -42,7 +42,9 @@ async def models(request: Request[Any, Any, Any], viewer: Viewer) -> Template:
 
 
 @get("/healthz", name="healthz", media_type=MediaType.JSON)
-async def healthz(db: Db) -> Response[dict[str, str]]:
+async def healthz(request: Request[Any, Any, Any], db: Db) -> Response[dict[str, str]]:
+    if request.app.state.drain.draining:  # so a load balancer sends new requests elsewhere
+        return Response({"status": "draining", "database": "not checked"}, status_code=503)
     try:
         await db.exec(text("SELECT 1"))  # type: ignore[call-overload]
     except Exception:  # noqa: BLE001 - whatever the driver raises, the answer is "database down"

@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from hub.agents.live import CHAT, Link, Registry
-from hub.errors import ModelNotFound, TooManyRequests, Unavailable
+from hub.errors import ModelNotFound, Restarting, TooManyRequests, Unavailable
 from hub.keys.trust import ANY, Scope, Trust
 from hub.proxy.apis.base import Api
 
@@ -35,6 +35,10 @@ class Waiter:
     slot: asyncio.Future[Link] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
+def restarting() -> Restarting:
+    return Restarting("This hub is restarting; send the request again in a few seconds.", retry_after=5)
+
+
 class Scheduler:
     def __init__(self, registry: Registry, *, queue_per_member: int, wait_seconds: float) -> None:
         self.registry = registry
@@ -42,6 +46,7 @@ class Scheduler:
         self.wait_seconds = wait_seconds
         self.queues: dict[int, deque[Waiter]] = {}
         self.turns: deque[int] = deque()  # members with waiters, in round-robin order
+        self.closed = False  # the hub is draining: nothing waits any more
         registry.changed.append(self.changed)
 
     def pick(
@@ -105,6 +110,8 @@ class Scheduler:
         ):
             link.in_flight += 1
             return link
+        if self.closed:
+            raise restarting()
         queue = self.queues.setdefault(user_id, deque())
         if len(queue) >= self.queue_per_member:
             raise TooManyRequests(
@@ -134,6 +141,15 @@ class Scheduler:
     def release(self, link: Link) -> None:
         link.in_flight = max(0, link.in_flight - 1)
         self.dispatch()
+
+    def close(self) -> None:
+        """The hub is draining: fail every waiting request at once, and every request that would wait from now on."""
+        self.closed = True
+        for queue in list(self.queues.values()):
+            for waiter in list(queue):
+                self._forget(waiter)
+                if not waiter.slot.done():
+                    waiter.slot.set_exception(restarting())
 
     def changed(self) -> None:
         """Agents came, went or changed: fail the requests nobody can serve any more, then hand out slots."""

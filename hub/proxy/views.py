@@ -10,6 +10,7 @@ from litestar.params import FromPath
 from litestar.response import Stream
 
 from hub.agents.live import Registry
+from hub.drain import Drain
 from hub.errors import InvalidApiKey, ModelNotFound, NotFound, PayloadTooLarge
 from hub.keys.cache import Caller, KeyCache
 from hub.proxy.apis import ROUTES, anthropic_path, api_for
@@ -35,6 +36,12 @@ async def api_caller(request: Request[Any, Any, Any]) -> Caller:
     return await cache.lookup(request.app.state.db.session, secret)
 
 
+def refuse_while_draining(request: Request[Any, Any, Any]) -> None:
+    """While the hub drains before a restart, no new /v1 request starts (503 with Retry-After)."""
+    drain: Drain = request.app.state.drain
+    drain.refuse()
+
+
 async def read_body(request: Request[Any, Any, Any]) -> bytes:
     limit = settings_of(request).max_body_bytes
     if int(request.headers.get("content-length") or 0) > limit:
@@ -52,6 +59,7 @@ def _listing(model: str, links: list[Any]) -> dict[str, Any]:
 
 @get("/v1/models", name="v1_models")
 async def list_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    refuse_while_draining(request)
     caller = await api_caller(request)
     registry: Registry = request.app.state.registry
     reachable = registry.reachable(caller.user_id, caller.scope)  # only what this key may reach
@@ -60,6 +68,7 @@ async def list_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
 
 @get("/v1/models/{model:path}", name="v1_model")
 async def show_model(request: Request[Any, Any, Any], model: FromPath[str]) -> dict[str, Any]:
+    refuse_while_draining(request)
     caller = await api_caller(request)
     registry: Registry = request.app.state.registry
     name = model.removeprefix("/")
@@ -71,6 +80,7 @@ async def show_model(request: Request[Any, Any, Any], model: FromPath[str]) -> d
 
 @post(list(ROUTES), name="v1_generate", status_code=200)
 async def generate(request: Request[Any, Any, Any]) -> Response[Any]:
+    refuse_while_draining(request)
     path = request.scope["path"]
     api = api_for(path)
     if api is None:  # the route table and the paths above are the same list
