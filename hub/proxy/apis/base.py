@@ -44,7 +44,6 @@ class Api:
 
     name: ClassVar[str]  # the path under /v1/, also the name agents advertise (agent.protocol.APIS)
     title: ClassVar[str]  # how messages name it: "the Responses API"
-    anthropic: ClassVar[bool] = False  # errors in Anthropic's envelope rather than OpenAI's
     free: ClassVar[bool] = False  # costs nothing: no hold, no charge (Anthropic's count_tokens)
     generates: ClassVar[bool] = True  # has output tokens (embeddings and rerank do not)
     countable: ClassVar[bool] = False  # the hub's tokenizer understands its request body

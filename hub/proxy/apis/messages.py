@@ -62,7 +62,6 @@ def relay_block(block: Any, into: Relayed) -> None:
 class Messages(Api):
     name = "messages"
     title = "Anthropic's Messages API"
-    anthropic = True
 
     def parse(self, raw: bytes, content_type: str) -> Parsed:
         parsed = super().parse(raw, content_type)
