@@ -20,6 +20,7 @@ from hub.agents.live import Registry
 from hub.agents.prober import Prober
 from hub.background import Background
 from hub.billing import views as billing
+from hub.changes import AgentChanged, AgentRevoked, BalanceChanged, Changes, KeysChanged, PricesChanged
 from hub.credits import admin_views as money
 from hub.credits import views as credits
 from hub.db import Database
@@ -36,6 +37,7 @@ from hub.proxy.admission import Admission
 from hub.proxy.recorder import Recorder
 from hub.proxy.relay import Proxy
 from hub.proxy.scheduler import Scheduler
+from hub.runtime import Runtime
 from hub.settings import Settings
 from hub.signin import views as signin
 from hub.signin.providers import build_providers
@@ -47,34 +49,16 @@ from hub.web.headers import SecurityHeaders
 
 
 def create_app(settings: Settings, database: Database | None = None) -> Litestar:
-    db = database or Database(settings.database_url)
-    registry = Registry()
-    scheduler = Scheduler(
-        registry, queue_per_member=settings.queue_per_member, wait_seconds=settings.queue_wait_seconds
-    )
-    background = Background()
-    disputes = Disputes(db, registry, background)  # the proxy reports disputed usage here
-    metrics = Metrics(
-        agents_online=lambda: len(registry.links),
-        queued=scheduler.waiting,
-        in_flight=lambda: sum(link.in_flight for link in registry.links.values()),
-    )
-
-    purses = Purses(db, hold_seconds=settings.queue_wait_seconds + settings.upstream_timeout + 60)
-    recorder = Recorder(db, purses)
-    admission = Admission(db, purses, recorder)
-    housekeeping = Housekeeping(db, purses, admission.limiter)
-    tokenizers = Tokenizers(db)  # the hub's own token count, for models an admin attached a tokenizer to
-    prober = Prober(db, registry, scheduler.release, minutes=settings.probe_minutes)  # model identity probes
-    drain = Drain(settings.drain_seconds, scheduler, registry)  # `gpuclub serve` runs it on SIGTERM
+    runtime = build_runtime(settings, database or Database(settings.database_url))
+    housekeeping = Housekeeping(runtime.database, runtime.purses, runtime.admission.limiter)
 
     async def shutdown() -> None:
         await housekeeping.stop()
-        await tokenizers.stop()
-        await prober.stop()
-        await background.drain()
-        await recorder.stop()  # after the requests still finishing in the background
-        await db.dispose()
+        await runtime.tokenizers.stop()
+        await runtime.prober.stop()
+        await runtime.background.drain()
+        await runtime.recorder.stop()  # after the requests still finishing in the background
+        await runtime.database.dispose()
 
     return Litestar(
         route_handlers=[
@@ -96,33 +80,7 @@ def create_app(settings: Settings, database: Database | None = None) -> Litestar
             create_static_files_router(path="/static", directories=[settings.static_dir], name="static"),
         ],
         dependencies={"db": Provide(provide_db), "viewer": Provide(provide_viewer)},
-        state=State(
-            {
-                "settings": settings,
-                "db": db,
-                "providers": build_providers(settings),
-                "registry": registry,
-                "key_cache": KeyCache(),
-                "metrics": metrics,
-                "background": background,
-                "proxy": Proxy(
-                    scheduler,
-                    admission,
-                    background,
-                    metrics,
-                    settings.upstream_timeout,
-                    max_answer_bytes=settings.max_answer_bytes,
-                    on_dispute=disputes.record,
-                    tokenizers=tokenizers,
-                ),
-                "admission": admission,
-                "recorder": recorder,
-                "disputes": disputes,
-                "tokenizers": tokenizers,
-                "prober": prober,
-                "drain": drain,
-            }
-        ),
+        state=State({"runtime": runtime}),
         template_config=TemplateConfig(directory=settings.templates_dir, engine=JinjaTemplateEngine),
         csrf_config=CSRFConfig(
             secret=settings.secret_key,
@@ -133,10 +91,68 @@ def create_app(settings: Settings, database: Database | None = None) -> Litestar
         ),
         exception_handlers={Exception: handle},
         before_send=[SecurityHeaders(settings)],
-        middleware=[drain.middleware],
-        on_startup=[housekeeping.start, tokenizers.start, prober.start],
+        middleware=[runtime.drain.middleware],
+        on_startup=[housekeeping.start, runtime.tokenizers.start, runtime.prober.start],
         on_shutdown=[shutdown],
         request_max_body_size=settings.max_body_bytes + 1024,
         openapi_config=None,
         debug=False,
+    )
+
+
+def build_runtime(settings: Settings, db: Database) -> Runtime:
+    """The live state and the parts that keep it, wired together; what a change affects subscribes to it here."""
+    registry = Registry()
+    scheduler = Scheduler(
+        registry, queue_per_member=settings.queue_per_member, wait_seconds=settings.queue_wait_seconds
+    )
+    background = Background()
+    disputes = Disputes(db, registry, background)  # the proxy reports disputed usage here
+    metrics = Metrics(
+        agents_online=lambda: len(registry.links),
+        queued=scheduler.waiting,
+        in_flight=lambda: sum(link.in_flight for link in registry.links.values()),
+    )
+    purses = Purses(db, hold_seconds=settings.queue_wait_seconds + settings.upstream_timeout + 60)
+    recorder = Recorder(db, purses)
+    admission = Admission(db, purses, recorder)
+    tokenizers = Tokenizers(db)  # the hub's own token count, for models an admin attached a tokenizer to
+    key_cache = KeyCache()
+
+    changes = Changes()
+    changes.subscribe(KeysChanged, lambda _: key_cache.clear())
+    changes.subscribe(PricesChanged, lambda _: admission.forget())
+    changes.subscribe(BalanceChanged, lambda c: purses.stale_all() if c.user_id is None else purses.stale(c.user_id))
+    changes.subscribe(
+        AgentChanged, lambda c: registry.configure(c.agent_id, name=c.name, shared=c.shared, paused=c.paused)
+    )
+    changes.subscribe(AgentChanged, lambda c: registry.vouch(c.agent_id, verified=c.verified))
+    changes.subscribe(AgentRevoked, lambda c: registry.disconnect(c.agent_id, c.reason))
+
+    return Runtime(
+        settings=settings,
+        database=db,
+        providers=build_providers(settings),
+        changes=changes,
+        registry=registry,
+        keys=key_cache,
+        purses=purses,
+        admission=admission,
+        recorder=recorder,
+        proxy=Proxy(
+            scheduler,
+            admission,
+            background,
+            metrics,
+            settings.upstream_timeout,
+            max_answer_bytes=settings.max_answer_bytes,
+            on_dispute=disputes.record,
+            tokenizers=tokenizers,
+        ),
+        metrics=metrics,
+        background=background,
+        disputes=disputes,
+        tokenizers=tokenizers,
+        prober=Prober(db, registry, scheduler.release, minutes=settings.probe_minutes),  # model identity probes
+        drain=Drain(settings.drain_seconds, scheduler, registry),  # `gpuclub serve` runs it on SIGTERM
     )

@@ -8,15 +8,14 @@ import logging
 from hub.background import cancel
 from hub.db import Database
 from hub.ledger.grants import grant_monthly_allowances
-from hub.ledger.purses import Purses
-from hub.quotas.limiter import Limiter
+from hub.runtime import Balances, RateLimits
 
 log = logging.getLogger("gpuclub")
 INTERVAL = 60.0
 
 
 class Housekeeping:
-    def __init__(self, database: Database, purses: Purses, limiter: Limiter, interval: float = INTERVAL) -> None:
+    def __init__(self, database: Database, purses: Balances, limiter: RateLimits, interval: float = INTERVAL) -> None:
         self.database = database
         self.purses = purses
         self.limiter = limiter

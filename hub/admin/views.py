@@ -9,9 +9,11 @@ from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
 from hub.accounts import service as accounts
+from hub.changes import KeysChanged
 from hub.club.service import rename_club
 from hub.errors import NotFound
 from hub.invitations import service as invitations
+from hub.runtime import runtime_of
 from hub.web.context import Db, Viewer, admin, settings_of
 from hub.web.render import is_htmx, page
 
@@ -52,7 +54,7 @@ async def member_action(
         message = f"{target.display_name} was removed."
     else:
         raise NotFound("There is nothing at this address.")
-    request.app.state.key_cache.clear()  # a suspended or removed member's keys stop at once, not in a few seconds
+    await runtime_of(request).changes.publish(KeysChanged())  # a suspended or removed member's keys stop at once
     if is_htmx(request):
         return await _members(request, db, flash=message)
     return Redirect("/admin/members", status_code=303)

@@ -10,8 +10,9 @@ from litestar.response import Redirect, Template
 
 from hub.accounts.models import User
 from hub.agents import service as agents
-from hub.agents.live import Registry
+from hub.changes import AgentChanged
 from hub.errors import NotFound
+from hub.runtime import runtime_of
 from hub.web.context import Db, Viewer, admin
 from hub.web.render import is_htmx, page
 
@@ -19,7 +20,7 @@ GPUS = "/admin/gpus"
 
 
 async def _render(request: Request[Any, Any, Any], db: Db, user: User, **extra: Any) -> Template:
-    registry: Registry = request.app.state.registry
+    registry = runtime_of(request).registry
     rows = await agents.club_agents(db, user)
     return page(
         request,
@@ -45,8 +46,9 @@ async def gpu_verify(
     if action not in ("verify", "unverify"):
         raise NotFound("There is nothing at this address.")
     agent = await agents.set_verified(db, user, agent_id, verified=action == "verify")
-    registry: Registry = request.app.state.registry
-    registry.vouch(agent.pk, verified=agent.verified)  # a connected agent follows at once, not at its next connect
+    await runtime_of(request).changes.publish(  # a connected agent follows at once, not at its next connect
+        AgentChanged(agent.pk, agent.name, shared=agent.shared, paused=agent.paused, verified=agent.verified)
+    )
     if is_htmx(request):
         state = "verified" if agent.verified else "no longer verified"
         return await _render(request, db, user, flash=f"{agent.name} is {state}.")

@@ -11,6 +11,7 @@ from hub.accounts.models import User
 from hub.agents import probes
 from hub.agents.prober import Prober
 from hub.errors import BadRequest
+from hub.runtime import runtime_of
 from hub.web.context import Db, Viewer, admin
 from hub.web.render import is_htmx, page
 
@@ -18,7 +19,7 @@ PROBES = "/admin/probes"
 
 
 def _prober(request: Request[Any, Any, Any]) -> Prober:
-    prober: Prober = request.app.state.prober
+    prober: Prober = runtime_of(request).prober
     return prober
 
 

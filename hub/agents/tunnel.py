@@ -17,9 +17,10 @@ from litestar import WebSocket, websocket
 from agent import protocol
 from hub.agents import frames
 from hub.agents import service as agents
-from hub.agents.live import Link, Registry
+from hub.agents.live import Link
 from hub.db import Database
 from hub.errors import Unauthorized
+from hub.runtime import Tunnels, runtime_of
 from hub.settings import Settings
 
 log = logging.getLogger("gpuclub.tunnel")
@@ -34,11 +35,11 @@ def _token(socket: WebSocket[Any, Any, Any]) -> str:
 
 @websocket(protocol.PATH, name="agent_tunnel")
 async def tunnel(socket: WebSocket[Any, Any, Any]) -> None:
-    settings: Settings = socket.app.state.settings
-    database: Database = socket.app.state.db
-    registry: Registry = socket.app.state.registry
+    settings: Settings = runtime_of(socket).settings
+    database: Database = runtime_of(socket).database
+    registry = runtime_of(socket).registry
     await socket.accept()
-    if socket.app.state.drain.draining:  # an agent must not settle on a hub that is about to stop
+    if runtime_of(socket).drain.draining:  # an agent must not settle on a hub that is about to stop
         await socket.close(code=protocol.CLOSE_RESTARTING, reason="the hub is restarting")
         return
     try:
@@ -139,7 +140,7 @@ async def tunnel(socket: WebSocket[Any, Any, Any]) -> None:
         log.info("agent %s (%s) disconnected: %s", agent.pk, agent.name, reason)
 
 
-async def _read(socket: WebSocket[Any, Any, Any], link: Link, registry: Registry) -> str:
+async def _read(socket: WebSocket[Any, Any, Any], link: Link, registry: Tunnels) -> str:
     """Handle frames until the tunnel ends; returns why. A frame that breaks the protocol never raises out."""
     while True:
         event = await socket.receive()
@@ -153,7 +154,7 @@ async def _read(socket: WebSocket[Any, Any, Any], link: Link, registry: Registry
             return f"the agent broke the protocol: {exc}"
 
 
-async def _handle(event: Any, link: Link, registry: Registry) -> None:
+async def _handle(event: Any, link: Link, registry: Tunnels) -> None:
     data = event.get("bytes")
     if isinstance(data, bytes) and data:
         try:
@@ -198,7 +199,7 @@ async def _handle(event: Any, link: Link, registry: Registry) -> None:
         registry.notify()
 
 
-async def _heartbeat(link: Link, registry: Registry, interval: float, upstream_timeout: float) -> None:
+async def _heartbeat(link: Link, registry: Tunnels, interval: float, upstream_timeout: float) -> None:
     """Ping often; a tunnel that stays silent for three intervals is dead, whatever TCP thinks.
 
     The same round ends answers whose upstream has sent nothing for `upstream_timeout` while the client waits.

@@ -14,9 +14,10 @@ from hub.agents import service as agents
 from hub.agents import wheel
 from hub.agents.dispute_report import disputed_by_agent
 from hub.agents.disputes import dispute_rules
-from hub.agents.live import Registry
 from hub.agents.probes import flags_by_agent
+from hub.changes import AgentChanged, AgentRevoked
 from hub.errors import NotFound
+from hub.runtime import Tunnels, runtime_of
 from hub.usage.service import requests_today_by_agent, since
 from hub.web.context import Db, Viewer, settings_of, signed_in
 from hub.web.render import is_htmx, page
@@ -24,8 +25,8 @@ from hub.web.render import is_htmx, page
 DISPUTE_DAYS = 30
 
 
-def _registry(request: Request[Any, Any, Any]) -> Registry:
-    registry: Registry = request.app.state.registry
+def _registry(request: Request[Any, Any, Any]) -> Tunnels:
+    registry = runtime_of(request).registry
     return registry
 
 
@@ -74,10 +75,9 @@ async def gpu_action(
 ) -> Template | Redirect:
     user = signed_in(viewer)
     form = await request.form()
-    registry = _registry(request)
     if action == "revoke":
         agent = await agents.revoke(db, user, agent_id)
-        await registry.disconnect(agent.pk, "this agent's token was revoked by its owner")
+        await runtime_of(request).changes.publish(AgentRevoked(agent.pk, "this agent's token was revoked by its owner"))
         message = f"Revoked {agent.name}; it was disconnected."
     else:
         options: dict[str, dict[str, Any]] = {
@@ -91,7 +91,9 @@ async def gpu_action(
         if changes is None:
             raise NotFound("There is nothing at this address.")
         agent = await agents.update_agent(db, user, agent_id, **changes)
-        registry.configure(agent.pk, name=agent.name, shared=agent.shared, paused=agent.paused)
+        await runtime_of(request).changes.publish(
+            AgentChanged(agent.pk, agent.name, shared=agent.shared, paused=agent.paused, verified=agent.verified)
+        )
         state = "paused" if agent.paused else "running"
         message = f"{agent.name}: {state}, {'shared with the club' if agent.shared else 'private'}."
     if is_htmx(request):

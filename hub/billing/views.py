@@ -12,8 +12,10 @@ from hub.billing import service as billing
 from hub.billing.events import handle_event
 from hub.billing.models import PurchaseStatus
 from hub.billing.stripe_api import StripeApi
+from hub.changes import BalanceChanged
 from hub.errors import NotFound
 from hub.parsing import format_credits
+from hub.runtime import runtime_of
 from hub.web.context import Db, Viewer, admin, settings_of, signed_in
 from hub.web.render import is_htmx, page
 
@@ -76,9 +78,9 @@ async def stripe_webhook(request: Request[Any, Any, Any], db: Db) -> Response[di
     # Stripe is the caller: the signature is the authorization, checked before anything is read or written.
     api = stripe_api(request)
     event = api.verify_event(await request.body(), request.headers.get("stripe-signature"))
-    purses = request.app.state.admission.purses
-    outcome = await handle_event(db, event, purses.held_by)
-    purses.stale_all()  # a payment or a refund changed a balance: read balances again before the next holds
+    runtime = runtime_of(request)
+    outcome = await handle_event(db, event, runtime.purses.held_by)
+    await runtime.changes.publish(BalanceChanged())  # a payment or a refund: read balances again before holds
     return Response({"received": True, "outcome": outcome})
 
 

@@ -13,6 +13,7 @@ from litestar.response import Redirect, Template
 from hub.accounts.models import User
 from hub.agents.dispute_report import club_disputes
 from hub.agents.disputes import Disputes, dispute_rules
+from hub.changes import BalanceChanged, PricesChanged
 from hub.credits import club
 from hub.credits.service import window_start
 from hub.errors import BadRequest
@@ -21,6 +22,7 @@ from hub.parsing import format_credits, parse_count, parse_credits
 from hub.pricing import service as pricing
 from hub.pricing.models import DEFAULT
 from hub.quotas import service as quotas
+from hub.runtime import runtime_of
 from hub.web.context import Db, Viewer, admin
 from hub.web.render import is_htmx, page
 
@@ -52,7 +54,7 @@ async def _money(request: Request[Any, Any, Any], db: Db, user: User, **extra: A
 
 async def _changed(request: Request[Any, Any, Any], db: Db, user: User, message: str) -> Template | Redirect:
     # The proxy caches prices, the fee and limits for a few seconds; changes apply from the next request.
-    request.app.state.admission.forget()
+    await runtime_of(request).changes.publish(PricesChanged())
     return await _money(request, db, user, flash=message) if is_htmx(request) else Redirect(MONEY, status_code=303)
 
 
@@ -153,10 +155,10 @@ async def credits_move(request: Request[Any, Any, Any], db: Db, viewer: Viewer) 
     amount = parse_credits(form.get("amount", ""))
     target = await club.member_by_email(db, user, form.get("email", ""))
     reason = form.get("reason", "")
-    purses = request.app.state.admission.purses
+    purses = runtime_of(request).purses
     if action == "deduct":
         await deduct(db, user, target, amount, reason=reason, held=purses.held_by(target.pk))
-        purses.stale(target.pk)
+        await runtime_of(request).changes.publish(BalanceChanged(target.pk))
         message = f"Deducted {format_credits(amount)} credits from {target.display_name}."
     else:
         once = form.get("once", "")
@@ -196,7 +198,7 @@ async def dispute_clear(request: Request[Any, Any, Any], db: Db, viewer: Viewer,
 
 
 def _disputes(request: Request[Any, Any, Any]) -> Disputes:
-    disputes: Disputes = request.app.state.disputes
+    disputes: Disputes = runtime_of(request).disputes
     return disputes
 
 

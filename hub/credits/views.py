@@ -11,6 +11,7 @@ from litestar.response import Template
 from hub.credits import service as credits
 from hub.ledger import service as ledger
 from hub.parsing import format_credits
+from hub.runtime import runtime_of
 from hub.settings import Settings
 from hub.web.context import Db, Viewer, settings_of, signed_in
 from hub.web.render import page
@@ -37,7 +38,7 @@ async def credits_page(
         "credits.html",
         block=None if restoring else "history",
         balance=ledger.Balance(
-            (await ledger.balance_of(db, user.pk)).balance, request.app.state.admission.purses.held_by(user.pk)
+            (await ledger.balance_of(db, user.pk)).balance, runtime_of(request).purses.held_by(user.pk)
         ),
         history=found,
         can_buy=can_buy(settings_of(request)),

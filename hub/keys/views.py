@@ -10,10 +10,12 @@ from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
 from hub.accounts.models import User
+from hub.changes import KeysChanged
 from hub.db import utcnow
 from hub.errors import BadRequest
 from hub.keys import service as keys
 from hub.keys.trust import REACH, Trust, parse_trust, split_emails
+from hub.runtime import runtime_of
 from hub.web.context import Db, Viewer, signed_in
 from hub.web.render import is_htmx, page
 
@@ -70,7 +72,7 @@ async def key_revoke(
 ) -> Template | Redirect:
     user = signed_in(viewer)
     key = await keys.revoke(db, user, key_id)
-    request.app.state.key_cache.clear()
+    await runtime_of(request).changes.publish(KeysChanged())
     if is_htmx(request):
         return await _render(request, db, user, flash=f"Revoked {key.name} ({key.prefix}…).")
     return Redirect("/keys", status_code=303)
@@ -84,7 +86,7 @@ async def key_scope(
     form = await request.form()
     trust, trusted = parse_scope(form)
     key = await keys.set_scope(db, user, key_id, trust=trust, trusted=trusted)
-    request.app.state.key_cache.clear()  # the key's very next request is routed by its new scope
+    await runtime_of(request).changes.publish(KeysChanged())  # its very next request is routed by its new scope
     if is_htmx(request):
         return await _render(request, db, user, flash=f"{key.name} now reaches {REACH[trust]}.")
     return Redirect("/keys", status_code=303)

@@ -10,10 +10,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from hub.accounts.models import User
-from hub.agents.live import Registry
 from hub.keys import service as keys
 from hub.metrics import Metrics
 from hub.proxy.views import api_caller
+from hub.runtime import runtime_of
 from hub.usage import service as usage
 from hub.web.context import Db, Viewer, admin, signed_in
 from hub.web.render import page
@@ -37,13 +37,13 @@ async def dashboard(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> 
 @get("/models", name="models")
 async def models(request: Request[Any, Any, Any], viewer: Viewer) -> Template:
     signed_in(viewer)
-    registry: Registry = request.app.state.registry
+    registry = runtime_of(request).registry
     return page(request, "models.html", models=registry.club_models())
 
 
 @get("/healthz", name="healthz", media_type=MediaType.JSON)
 async def healthz(request: Request[Any, Any, Any], db: Db) -> Response[dict[str, str]]:
-    if request.app.state.drain.draining:  # so a load balancer sends new requests elsewhere
+    if runtime_of(request).drain.draining:  # so a load balancer sends new requests elsewhere
         return Response({"status": "draining", "database": "not checked"}, status_code=503)
     try:
         await db.exec(text("SELECT 1"))  # type: ignore[call-overload]
@@ -59,7 +59,7 @@ async def metrics(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> Re
         caller = await api_caller(request)
         viewer = await db.get(User, caller.user_id)
     admin(viewer)
-    collected: Metrics = request.app.state.metrics
+    collected: Metrics = runtime_of(request).metrics
     return Response(collected.render(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -18,7 +18,6 @@ from sqlmodel import select
 from hub.db import Database
 from hub.errors import InsufficientCredits
 from hub.ledger.batch import Charge
-from hub.ledger.purses import Purses
 from hub.pricing import service as pricing
 from hub.pricing.service import Rate
 from hub.proxy.bounds import Limits
@@ -27,6 +26,7 @@ from hub.proxy.recorder import Finished, Recorder
 from hub.quotas import service as quotas
 from hub.quotas.limiter import Limiter, Scope, Ticket
 from hub.quotas.service import Limits as QuotaLimits
+from hub.runtime import Balances, RateLimits
 from hub.usage.models import UsageRecord
 from hub.usage.service import start_of_day
 
@@ -57,9 +57,9 @@ class _Cached:
 @dataclass
 class Admission:
     database: Database
-    purses: Purses
+    purses: Balances
     recorder: Recorder
-    limiter: Limiter = field(default_factory=Limiter)
+    limiter: RateLimits = field(default_factory=Limiter)
     cache: dict[tuple[str, Any], _Cached] = field(default_factory=dict)
     loading: dict[tuple[str, Any], asyncio.Future[Any]] = field(default_factory=dict)
 

@@ -9,13 +9,13 @@ from litestar import Request, Response, get, post
 from litestar.params import FromPath
 from litestar.response import Stream
 
-from hub.agents.live import Registry
 from hub.drain import Drain
 from hub.errors import InvalidApiKey, ModelNotFound, NotFound, PayloadTooLarge
-from hub.keys.cache import Caller, KeyCache
+from hub.keys.cache import Caller
 from hub.proxy.apis import ROUTES, anthropic_path, api_for
 from hub.proxy.flight import Call
 from hub.proxy.relay import Proxy, Reply
+from hub.runtime import runtime_of
 from hub.web.context import settings_of
 
 # Headers an Anthropic client sends that a server may act on (a beta feature); nothing else of the client's.
@@ -32,13 +32,13 @@ async def api_caller(request: Request[Any, Any, Any]) -> Caller:
             "You didn't provide an API key. Send it as 'Authorization: Bearer <key>' (or 'x-api-key: <key>'); "
             "create one on the API keys page."
         )
-    cache: KeyCache = request.app.state.key_cache
-    return await cache.lookup(request.app.state.db.session, secret)
+    cache = runtime_of(request).keys
+    return await cache.lookup(runtime_of(request).database.session, secret)
 
 
 def refuse_while_draining(request: Request[Any, Any, Any]) -> None:
     """While the hub drains before a restart, no new /v1 request starts (503 with Retry-After)."""
-    drain: Drain = request.app.state.drain
+    drain: Drain = runtime_of(request).drain
     drain.refuse()
 
 
@@ -61,7 +61,7 @@ def _listing(model: str, links: list[Any]) -> dict[str, Any]:
 async def list_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
     refuse_while_draining(request)
     caller = await api_caller(request)
-    registry: Registry = request.app.state.registry
+    registry = runtime_of(request).registry
     reachable = registry.reachable(caller.user_id, caller.scope)  # only what this key may reach
     return {"object": "list", "data": [_listing(model, links) for model, links in reachable.items()]}
 
@@ -70,7 +70,7 @@ async def list_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
 async def show_model(request: Request[Any, Any, Any], model: FromPath[str]) -> dict[str, Any]:
     refuse_while_draining(request)
     caller = await api_caller(request)
-    registry: Registry = request.app.state.registry
+    registry = runtime_of(request).registry
     name = model.removeprefix("/")
     links = registry.reachable(caller.user_id, caller.scope).get(name)
     if not links:
@@ -90,7 +90,7 @@ async def generate(request: Request[Any, Any, Any]) -> Response[Any]:
     passed = {}
     if anthropic_path(path):
         passed = {h: v[:200] for h in PASSED_HEADERS if (v := request.headers.get(h, "")) and v.isprintable()}
-    proxy: Proxy = request.app.state.proxy
+    proxy: Proxy = runtime_of(request).proxy
     reply = await proxy.handle(Call.build(caller, api, parsed, passed), _disconnected(request))
     return _response(reply)
 

@@ -15,6 +15,7 @@ from litestar.response import Redirect, Template
 from hub.accounts.views import signed_in_redirect
 from hub.errors import NotFound
 from hub.invitations.service import find_valid
+from hub.runtime import runtime_of
 from hub.settings import Settings
 from hub.signin.providers import Provider, SignInFailed
 from hub.signin.service import admit
@@ -38,7 +39,7 @@ def _cookie(settings: Settings, key: str, value: str, max_age: int) -> Cookie:
 
 
 def _provider(request: Request[Any, Any, Any], name: str) -> Provider:
-    provider: Provider | None = request.app.state.providers.get(name)
+    provider: Provider | None = runtime_of(request).providers.get(name)
     if provider is None:
         raise NotFound("That sign-in provider is not configured on this hub.")
     return provider

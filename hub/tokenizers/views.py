@@ -13,6 +13,7 @@ from litestar.utils.scope.state import ScopeState
 
 from hub.accounts.models import User
 from hub.errors import BadRequest
+from hub.runtime import runtime_of
 from hub.tokenizers import service
 from hub.tokenizers.counting import Tokenizers
 from hub.web.context import Db, Viewer, admin
@@ -36,7 +37,7 @@ async def _tokenizers(request: Request[Any, Any, Any], db: Db, user: User, **ext
 async def _changed(request: Request[Any, Any, Any], db: Db, user: User, message: str) -> Template | Redirect:
     # Load (or drop) it in this process now, so the next request is counted with it; other hub processes notice
     # within REFRESH_SECONDS.
-    tokenizers: Tokenizers = request.app.state.tokenizers
+    tokenizers: Tokenizers = runtime_of(request).tokenizers
     await tokenizers.refresh()
     return (
         await _tokenizers(request, db, user, flash=message)

@@ -15,6 +15,7 @@ from hub.accounts.models import User
 from hub.club.service import club_name
 from hub.db import Database
 from hub.errors import NotSignedIn
+from hub.runtime import runtime_of
 from hub.settings import Settings
 
 SESSION_COOKIE = "gpuclub_session"
@@ -25,12 +26,12 @@ Viewer = NamedDependency[User | None]
 
 
 def settings_of(request: Request[Any, Any, Any]) -> Settings:
-    settings: Settings = request.app.state.settings
+    settings: Settings = runtime_of(request).settings
     return settings
 
 
 async def provide_db(request: Request[Any, Any, Any]) -> AsyncIterator[AsyncSession]:
-    database: Database = request.app.state.db
+    database: Database = runtime_of(request).database
     async with database.session() as session:
         yield session
 

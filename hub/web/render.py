@@ -8,6 +8,7 @@ from jinja2_fragments.litestar import HTMXBlockTemplate
 from litestar import Request
 
 from hub.parsing import format_credits
+from hub.runtime import runtime_of
 from hub.web.context import settings_of
 
 
@@ -29,7 +30,7 @@ def page(
     base = {
         "viewer": state.get("viewer"),
         "club_name": state.get("club_name") or settings.club_name,
-        "providers": request.app.state.providers,
+        "providers": runtime_of(request).providers,
         "public_url": settings.public_url,
         "credits": format_credits,
     }

@@ -19,6 +19,7 @@ from hub.agents.disputes import Disputes
 from hub.agents.models import Agent
 from hub.background import Background
 from hub.db import utcnow
+from hub.runtime import runtime_of
 from hub.usage.models import UsageRecord
 from tests.agents.links import REASON, connected
 from tests.support.people import Client, person, post_form, sign_in, text_of
@@ -139,7 +140,7 @@ async def test_an_admin_clears_the_pause_from_the_usage_page(app: Litestar, clie
     rig, _ = await agents.create_agent(db, pat, name="desk-4090")
     await paused_by_hub(db, rig)
     rig.paused = True
-    link = connected(app.state.registry, rig)
+    link = connected(runtime_of(app).registry, rig)
     await sign_in(client, db, adam)
 
     response = await post_form(client, "/admin/usage", f"/admin/usage/agents/{rig.pk}/clear")
@@ -170,9 +171,9 @@ async def test_disputes_recorded_by_the_running_app_pause_its_connected_agent(
 ) -> None:
     pat = await person(db, "pat@lab.example.org")
     rig, _ = await agents.create_agent(db, pat, name="desk-4090")
-    link = connected(app.state.registry, rig)
-    disputes: Disputes = app.state.disputes
-    background: Background = app.state.background
+    link = connected(runtime_of(app).registry, rig)
+    disputes: Disputes = runtime_of(app).disputes
+    background: Background = runtime_of(app).background
 
     for _ in range(5):
         disputes.record(rig.pk)

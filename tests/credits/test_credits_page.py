@@ -15,6 +15,7 @@ from hub.app import create_app
 from hub.db import Database
 from hub.ledger.grants import deduct, grant, grant_monthly_allowances
 from hub.quotas import service as quotas
+from hub.runtime import runtime_of
 from hub.settings import Settings, StripeSettings
 from tests.conftest import browser_for
 from tests.credits.club import CREDIT, charged
@@ -31,7 +32,7 @@ async def test_a_member_sees_their_balance_what_is_on_hold_and_what_is_available
 ) -> None:
     mia = await person(db, "mia@lab.example.org")
     await grant(db, None, mia, 10 * CREDIT, reason="welcome")
-    await app.state.admission.purses.reserve(mia.pk, 2_500_000, "req-1")  # a request in flight
+    await runtime_of(app).purses.reserve(mia.pk, 2_500_000, "req-1")  # a request in flight
     await sign_in(client, db, mia)
 
     page = text_of((await client.get("/credits")).text)

@@ -19,6 +19,7 @@ from hub.ledger.grants import grant
 from hub.ledger.models import LedgerTransaction
 from hub.pricing.models import Price
 from hub.quotas.models import MemberPolicy
+from hub.runtime import runtime_of
 from tests.credits.club import CREDIT
 from tests.support.people import Client, person, post_form, sign_in, text_of
 
@@ -107,7 +108,7 @@ async def test_deducting_more_than_is_available_is_refused_and_writes_nothing(
 ) -> None:
     mia = await person(db, "mia@lab.example.org")
     await grant(db, None, mia, 10 * CREDIT)
-    await app.state.admission.purses.reserve(mia.pk, 3 * CREDIT, "in-flight")  # a request in flight: 7 available
+    await runtime_of(app).purses.reserve(mia.pk, 3 * CREDIT, "in-flight")  # a request in flight: 7 available
     before = await money_state(db)
 
     response = await submit(client, "credits", {"email": mia.email, "amount": "8", "action": "deduct"})
@@ -116,7 +117,7 @@ async def test_deducting_more_than_is_available_is_refused_and_writes_nothing(
     assert "Mia does not have 8 credits available to deduct." in text_of(response.text)
     assert await money_state(db) == before
     assert (await ledger.balance_of(db, mia.pk)).balance == 10 * CREDIT
-    assert app.state.admission.purses.held_by(mia.pk) == 3 * CREDIT
+    assert runtime_of(app).purses.held_by(mia.pk) == 3 * CREDIT
 
 
 @pytest.mark.parametrize(
@@ -171,14 +172,14 @@ async def test_a_bad_grant_form_is_refused_and_writes_nothing(
 async def test_an_admin_sets_and_removes_prices_and_the_proxy_reads_them_afresh(
     client: Client, app: Litestar, db: AsyncSession, adam: User
 ) -> None:
-    app.state.admission.cache[("rate", "llama-3-8b")] = object()  # what the proxy remembered for a few seconds
+    runtime_of(app).admission.cache[("rate", "llama-3-8b")] = object()  # what the proxy remembered for a few seconds
 
     await submit(client, "prices", {"model": "*", "input": "0.5", "output": "1.5", "max_tokens": "512"})
     await submit(
         client, "prices", {"model": "llama-3-8b", "input": "2", "output": "6", "audio": "0.006", "max_tokens": "2048"}
     )
 
-    assert app.state.admission.cache == {}
+    assert runtime_of(app).admission.cache == {}
     page = await client.get(MONEY)
     prices = [text_of(row.split(">", 1)[1]) for row in page.text.split('<tr class="price"')[1:]]
     assert prices[0].startswith("* (default) 0.5 1.5 0 512")

@@ -24,6 +24,7 @@ from hub.keys import service as keys
 from hub.ledger.grants import grant
 from hub.pricing import service as pricing
 from hub.quotas import service as quotas
+from hub.runtime import runtime_of
 
 CREDIT = 1_000_000
 ANSWER = {
@@ -67,7 +68,7 @@ def connect(app: Litestar, agent_id: int, owner_id: int) -> Link:
 
     link = Link(agent_id, owner_id, "gpu", True, False, 4, frozenset({"m"}), send, close)
     link.ready = True
-    app.state.registry.add(link)
+    runtime_of(app).registry.add(link)
     return link
 
 
@@ -84,11 +85,11 @@ async def setup(app: Litestar, db: AsyncSession) -> tuple[str, int, Link]:
 
 
 STEPS: dict[str, Callable[[Litestar], tuple[Any, str]]] = {
-    "metrics": lambda app: (app.state.metrics, "observe"),
-    "dispute": lambda app: (app.state.proxy.ends, "on_dispute"),
-    "recorder": lambda app: (app.state.recorder, "add"),
-    "limiter": lambda app: (app.state.admission.limiter, "finish"),
-    "purse": lambda app: (app.state.admission.purses, "release"),
+    "metrics": lambda app: (runtime_of(app).metrics, "observe"),
+    "dispute": lambda app: (runtime_of(app).proxy.ends, "on_dispute"),
+    "recorder": lambda app: (runtime_of(app).recorder, "add"),
+    "limiter": lambda app: (runtime_of(app).admission.limiter, "finish"),
+    "purse": lambda app: (runtime_of(app).purses, "release"),
 }
 
 
@@ -113,10 +114,10 @@ async def test_a_failure_at_any_end_step_gives_back_the_slot_and_the_hold(
     monkeypatch.setattr(target, name, explode)
     await client.post("/v1/chat/completions", headers=headers, json=body)
     monkeypatch.undo()
-    await app.state.recorder.flush()  # what it cost is written: nothing stays reserved for it
+    await runtime_of(app).recorder.flush()  # what it cost is written: nothing stays reserved for it
 
     assert link.in_flight == 0
-    assert app.state.admission.purses.held_by(alice) == 0 or step == "purse"
+    assert runtime_of(app).purses.held_by(alice) == 0 or step == "purse"
     if step != "limiter":  # concurrency 1: the ticket came back, so the next request is let in
         again = await client.post("/v1/chat/completions", headers=headers, json=body)
         assert again.status_code == 200

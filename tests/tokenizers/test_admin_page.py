@@ -12,6 +12,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.accounts.models import Role, User
+from hub.runtime import runtime_of
 from hub.tokenizers import service
 from hub.tokenizers.models import ModelTokenizer
 from tests.support.people import Client, csrf_from, person, post_form, sign_in, text_of
@@ -54,7 +55,7 @@ async def test_an_uploaded_tokenizer_is_listed_and_the_hub_counts_with_it_at_onc
     [row] = rows((await client.get(PAGE)).text)
     assert row.startswith(f"llama-3-8b 1 KB {hashlib.sha256(raw).hexdigest()[:12]} ")
     assert "by Adam" in row
-    counter = app.state.tokenizers.counter("llama-3-8b")
+    counter = runtime_of(app).tokenizers.counter("llama-3-8b")
     assert counter is not None and counter.count("hub counts") == 2
 
 
@@ -86,19 +87,19 @@ async def test_a_bad_file_is_refused_with_a_readable_message_and_writes_nothing(
     assert response.status_code == 400
     assert message in text_of(response.text)
     assert await stored(db) == before
-    assert app.state.tokenizers.counter("llama-3-8b").sha256 == before[0][1]
+    assert runtime_of(app).tokenizers.counter("llama-3-8b").sha256 == before[0][1]
 
 
 async def test_a_tokenizer_larger_than_an_api_request_may_be_uploaded(
     client: Client, app: Litestar, adam: User
 ) -> None:
     raw = tokenizer_json(word_level([f"word{index}" for index in range(250_000)]))
-    assert len(raw) > app.state.settings.max_body_bytes
+    assert len(raw) > runtime_of(app).settings.max_body_bytes
 
     response = await upload(client, "big-vocab", raw)
 
     assert response.status_code == 303
-    assert app.state.tokenizers.counter("big-vocab").count("word7 word249999 unseen") == 3
+    assert runtime_of(app).tokenizers.counter("big-vocab").count("word7 word249999 unseen") == 3
 
 
 async def test_a_file_over_the_limit_is_refused_and_writes_nothing(
@@ -128,8 +129,8 @@ async def test_removing_a_tokenizer_lists_it_no_more_and_the_hub_stops_counting_
     removed = await post_form(client, PAGE, f"{PAGE}/remove", {"model": "llama-3-8b"}, follow_redirects=True)
 
     assert [row.split()[0] for row in rows(removed.text)] == ["qwen-2.5-7b"]
-    assert app.state.tokenizers.counter("llama-3-8b") is None
-    assert app.state.tokenizers.counter("qwen-2.5-7b") is not None
+    assert runtime_of(app).tokenizers.counter("llama-3-8b") is None
+    assert runtime_of(app).tokenizers.counter("qwen-2.5-7b") is not None
 
 
 async def test_a_member_cannot_open_the_page_or_upload(client: Client, db: AsyncSession) -> None:
