@@ -25,6 +25,7 @@ from hub.invitations import service as invitations
 from hub.keys import service as keys
 from hub.keys.trust import Trust
 from hub.parsing import parse_count, parse_credits, parse_duration
+from hub.runtime import runtime_of
 from hub.settings import Settings
 
 OWNER_LINK_MINUTES = 24 * 60
@@ -72,7 +73,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> str:
     host, port = args.host or settings.host, args.port or settings.port
     print(f"gpuclub is listening on http://{host}:{port}", flush=True)
     app = create_app(settings)
-    drain: Drain = app.state.drain
+    drain: Drain = runtime_of(app).drain
 
     class Server(uvicorn.Server):
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
@@ -86,6 +87,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> str:
         port=port,
         log_config=uvicorn_log_config(settings.log_level),
         proxy_headers=True,
+        forwarded_allow_ips=settings.trusted_proxies,  # forwarded headers from these addresses only
         timeout_graceful_shutdown=5,  # the drain already waited; this bounds the last page loads
     )
     server = Server(config)

@@ -67,6 +67,7 @@ class Settings:
     agent_heartbeat: float = 2.0
     probe_minutes: float = 60.0  # how often the hub compares answers of agents serving one model; 0: never
     drain_seconds: float = 30.0  # on SIGTERM, how long requests in flight may take to finish
+    trusted_proxies: str = "127.0.0.1"  # whose X-Forwarded-For/-Proto the hub believes (uvicorn's list)
     log_level: str = "INFO"
     templates_dir: Path = ROOT / "templates"
     static_dir: Path = ROOT / "static"
@@ -88,7 +89,9 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = _Env(os.environ if environ is None else environ)
         data_dir = Path(env.get("GPUCLUB_DATA_DIR") or "data")
-        database_url = normalize_database_url(env.get("GPUCLUB_DATABASE_URL") or f"sqlite:///{data_dir / 'gpuclub.db'}")
+        database_url = normalize_database_url(
+            env.secret("GPUCLUB_DATABASE_URL") or f"sqlite:///{data_dir / 'gpuclub.db'}"
+        )
         public_url = env.get("GPUCLUB_PUBLIC_URL") or "http://127.0.0.1:8000"
         parts = urlsplit(public_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -116,6 +119,7 @@ class Settings:
             agent_heartbeat=env.number("GPUCLUB_AGENT_HEARTBEAT", 2.0, low=0.2, high=60),
             probe_minutes=env.number("GPUCLUB_PROBE_MINUTES", 60.0, low=0, high=7 * 24 * 60),
             drain_seconds=env.number("GPUCLUB_DRAIN_SECONDS", 30.0, low=0, high=3600),
+            trusted_proxies=env.get("GPUCLUB_TRUSTED_PROXIES") or "127.0.0.1",
             log_level=(env.get("GPUCLUB_LOG_LEVEL") or "INFO").upper(),
         )
 

@@ -35,6 +35,19 @@ def test_postgres_urls_get_the_async_driver(tmp_path: Path) -> None:
     assert settings.database_url == "postgresql+asyncpg://u@db/club"
 
 
+def test_the_database_url_with_its_password_can_come_from_a_file(tmp_path: Path) -> None:
+    (tmp_path / "db").write_text("postgresql://club:s3cret@db/club\n")
+    settings = Settings.from_env({"GPUCLUB_DATA_DIR": str(tmp_path), "GPUCLUB_DATABASE_URL_FILE": str(tmp_path / "db")})
+
+    assert settings.database_url == "postgresql+asyncpg://club:s3cret@db/club"
+
+
+def test_forwarded_headers_are_believed_from_loopback_unless_configured(tmp_path: Path) -> None:
+    assert Settings.from_env({"GPUCLUB_DATA_DIR": str(tmp_path)}).trusted_proxies == "127.0.0.1"
+    configured = Settings.from_env({"GPUCLUB_DATA_DIR": str(tmp_path), "GPUCLUB_TRUSTED_PROXIES": "10.0.0.2,10.0.0.3"})
+    assert configured.trusted_proxies == "10.0.0.2,10.0.0.3"
+
+
 def test_secrets_can_come_from_files(tmp_path: Path) -> None:
     (tmp_path / "gh").write_text("from-a-file\n")
     settings = Settings.from_env(
