@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from hub.agents.live import Link, Registry
+from hub.agents.live import Link
 from hub.agents.models import Agent
+from hub.runtime import Tunnels
 
 REASON = "Paused by the hub: 5 usage reports above the hub's bounds within 60 minutes."
 
@@ -12,7 +13,7 @@ async def _nothing(*_: object) -> None:
     return None
 
 
-def connected(registry: Registry, agent: Agent) -> Link:
+def connected(registry: Tunnels, agent: Agent) -> Link:
     """A ready tunnel for `agent` in `registry`, as if its agent had just dialled in (it sends nowhere)."""
     link = Link(
         agent_id=agent.pk,

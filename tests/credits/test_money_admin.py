@@ -18,6 +18,7 @@ from hub.ledger import service as ledger
 from hub.ledger.grants import grant
 from hub.ledger.models import LedgerTransaction
 from hub.pricing.models import Price
+from hub.proxy.admission import _Cached
 from hub.quotas.models import MemberPolicy
 from hub.runtime import runtime_of
 from tests.credits.club import CREDIT
@@ -172,7 +173,7 @@ async def test_a_bad_grant_form_is_refused_and_writes_nothing(
 async def test_an_admin_sets_and_removes_prices_and_the_proxy_reads_them_afresh(
     client: Client, app: Litestar, db: AsyncSession, adam: User
 ) -> None:
-    runtime_of(app).admission.cache[("rate", "llama-3-8b")] = object()  # what the proxy remembered for a few seconds
+    runtime_of(app).admission.cache[("rate", "llama-3-8b")] = _Cached(float("inf"), None)  # remembered for a while
 
     await submit(client, "prices", {"model": "*", "input": "0.5", "output": "1.5", "max_tokens": "512"})
     await submit(

@@ -87,7 +87,8 @@ async def test_a_bad_file_is_refused_with_a_readable_message_and_writes_nothing(
     assert response.status_code == 400
     assert message in text_of(response.text)
     assert await stored(db) == before
-    assert runtime_of(app).tokenizers.counter("llama-3-8b").sha256 == before[0][1]
+    counter = runtime_of(app).tokenizers.counter("llama-3-8b")
+    assert counter is not None and counter.sha256 == before[0][1]
 
 
 async def test_a_tokenizer_larger_than_an_api_request_may_be_uploaded(
@@ -99,7 +100,8 @@ async def test_a_tokenizer_larger_than_an_api_request_may_be_uploaded(
     response = await upload(client, "big-vocab", raw)
 
     assert response.status_code == 303
-    assert runtime_of(app).tokenizers.counter("big-vocab").count("word7 word249999 unseen") == 3
+    counter = runtime_of(app).tokenizers.counter("big-vocab")
+    assert counter is not None and counter.count("word7 word249999 unseen") == 3
 
 
 async def test_a_file_over_the_limit_is_refused_and_writes_nothing(
