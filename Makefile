@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HTMX := static/vendor/htmx.min.js
 OIDC := tests/node_modules/.package-lock.json
 
-.PHONY: run setup test test-llama lint fmt migrate demo bench bench-smoke clean
+.PHONY: run setup test test-llama test-slow lint fmt migrate demo bench bench-smoke clean
 
 run: setup
 	$(BIN)/gpuclub migrate
@@ -35,6 +35,10 @@ test: setup $(OIDC)
 test-llama: setup $(OIDC)
 	$(BIN)/python -m tests.support.llama_build
 	$(BIN)/pytest -m llama
+
+# The container image under a real dockerd and a real nginx in front of the hub (tests/slow/README.md).
+test-slow: setup $(OIDC)
+	$(BIN)/pytest -m slow
 
 lint: setup
 	$(BIN)/ruff check .
