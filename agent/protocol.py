@@ -27,6 +27,12 @@ the hub). Control messages are JSON text frames with a "type"; response bodies t
     agent → hub   draining   {}                                 shutting down: finish what is in flight,
                                                                 take nothing new
     hub → agent   error      {message}                          before closing, e.g. a revoked token
+    hub → agent   bill       {id, bill}                         what a finished request cost and used, signed
+                                                                by the hub (opaque to the agent), sent before
+                                                                the end of the answer goes to the client
+    hub → agent   written    {ids: [id]}                        these bills are written: forget them
+    agent → hub   bills      {bills: [{id, bill}]}              after welcome: the bills not yet confirmed, at
+                                                                most MAX_BILLS a frame (hub: written, as above)
 
 Flow control: per request, the agent keeps at most `window` bytes of body sent and not yet acknowledged, in
 chunks of at most MAX_CHUNK bytes. The hub enforces it: a request whose unread bytes pass `window + MAX_CHUNK` fails.
@@ -35,13 +41,17 @@ hub refuses (413) a request whose frame would be larger, or larger than MAX_FRAM
 The hub accepts at most MAX_MODELS model names of at most MAX_MODEL_NAME characters per agent; the rest is refused
 with a notice. A malformed frame fails its request, or closes the tunnel when it belongs to none.
 
+Bills: the agent keeps each `bill` in a local journal until a `written` names its id, and sends the unconfirmed
+ones again after every welcome, so a crash of the hub loses no charge (the hub writes each id at most once).
+
 APIs: each name is a path under /v1/. A model without an `apis` entry (an older agent) serves LEGACY_APIS.
 
 The WebSocket URL is the hub URL + PATH; the agent token goes in the Authorization header as a Bearer token.
 Close codes: 4401 (bad or revoked token: do not retry until the owner fixes it), 4409 (the same agent token is
 already connected elsewhere: the older connection is closed with this code), 4426 (the agent is too old for this
 hub: it does not keep to the flow control; upgrade it), 4503 (the hub is restarting: reconnect with backoff), 1008
-(the agent broke the protocol).
+(the agent broke the protocol), 1013 (try again later: the hub cannot check the token now, e.g. its database
+is unreachable; reconnect with backoff).
 """
 
 from __future__ import annotations
@@ -55,9 +65,11 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_REPLACED = 4409
 CLOSE_UPGRADE = 4426
 CLOSE_RESTARTING = 4503
+CLOSE_TRY_AGAIN = 1013  # the hub cannot take the agent now (its database is away): reconnect with backoff
 MAX_FRAME = 16 * 1024 * 1024
 MAX_REQUEST_FRAME = 24 * 1024 * 1024
 MAX_CHUNK = 64 * 1024
+MAX_BILLS = 100
 WINDOW = 256 * 1024
 MAX_MODELS = 1000
 MAX_MODEL_NAME = 200

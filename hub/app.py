@@ -31,9 +31,11 @@ from hub.keys import views as keys
 from hub.keys.cache import KeyCache
 from hub.ledger.purses import Purses
 from hub.metrics import Metrics
+from hub.outage import Outage
 from hub.pages import views as pages
 from hub.proxy import views as proxy
 from hub.proxy.admission import Admission
+from hub.proxy.bills import Bills, confirm
 from hub.proxy.recorder import Recorder
 from hub.proxy.relay import Proxy
 from hub.proxy.scheduler import Scheduler
@@ -50,7 +52,7 @@ from hub.web.headers import SecurityHeaders
 
 def create_app(settings: Settings, database: Database | None = None) -> Litestar:
     runtime = build_runtime(settings, database or Database(settings.database_url))
-    housekeeping = Housekeeping(runtime.database, runtime.purses, runtime.admission.limiter)
+    housekeeping = Housekeeping(runtime.database, runtime.purses, runtime.admission.limiter, outage=runtime.outage)
 
     async def shutdown() -> None:
         await housekeeping.stop()
@@ -58,6 +60,7 @@ def create_app(settings: Settings, database: Database | None = None) -> Litestar
         await runtime.prober.stop()
         await runtime.background.drain()
         await runtime.recorder.stop()  # after the requests still finishing in the background
+        await runtime.outage.stop()
         await runtime.database.dispose()
 
     return Litestar(
@@ -113,11 +116,14 @@ def build_runtime(settings: Settings, db: Database) -> Runtime:
         queued=scheduler.waiting,
         in_flight=lambda: sum(link.in_flight for link in registry.links.values()),
     )
-    purses = Purses(db, hold_seconds=settings.queue_wait_seconds + settings.upstream_timeout + 60)
-    recorder = Recorder(db, purses)
-    admission = Admission(db, purses, recorder)
-    tokenizers = Tokenizers(db)  # the hub's own token count, for models an admin attached a tokenizer to
-    key_cache = KeyCache()
+    outage = Outage(db, settings.outage_seconds)  # what reads the database serves what it read last while it is away
+    purses = Purses(db, hold_seconds=settings.queue_wait_seconds + settings.upstream_timeout + 60, outage=outage)
+    recorder = Recorder(db, purses, outage=outage)
+    bills = Bills.for_secret(settings.secret_key)  # what agents keep until it is written (hub/proxy/bills.py)
+    recorder.on_written = lambda written: confirm(registry, written)
+    admission = Admission(db, purses, recorder, outage=outage)
+    tokenizers = Tokenizers(db, outage=outage)  # the hub's own token count, for models an admin attached a tokenizer to
+    key_cache = KeyCache(outage=outage)
 
     changes = Changes()
     changes.subscribe(KeysChanged, lambda _: key_cache.clear())
@@ -139,6 +145,7 @@ def build_runtime(settings: Settings, db: Database) -> Runtime:
         purses=purses,
         admission=admission,
         recorder=recorder,
+        bills=bills,
         proxy=Proxy(
             scheduler,
             admission,
@@ -148,6 +155,7 @@ def build_runtime(settings: Settings, db: Database) -> Runtime:
             max_answer_bytes=settings.max_answer_bytes,
             on_dispute=disputes.record,
             tokenizers=tokenizers,
+            bills=bills,
         ),
         metrics=metrics,
         background=background,
@@ -155,4 +163,5 @@ def build_runtime(settings: Settings, db: Database) -> Runtime:
         tokenizers=tokenizers,
         prober=Prober(db, registry, scheduler.release, minutes=settings.probe_minutes),  # model identity probes
         drain=Drain(settings.drain_seconds, scheduler, registry),  # `gpuclub serve` runs it on SIGTERM
+        outage=outage,
     )

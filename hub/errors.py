@@ -16,7 +16,8 @@
      ├── InsufficientCredits    402 insufficient_quota: the balance cannot cover the request's hold
      ├── TooManyRequests        429 with Retry-After (queue full, quotas)
      ├── Unavailable            503 with Retry-After (no free GPU in time)
-     │    └── Restarting        503 with Retry-After: the hub is draining before a restart
+     │    ├── Restarting        503 with Retry-After: the hub is draining before a restart
+     │    └── DatabaseUnavailable  503 with Retry-After: the database is away and the request needs what was never read
      └── UpstreamFailed         502 (the member's server failed or timed out)
 
 Services raise these; `hub.web.errors` translates them, in one place, into a page, an htmx fragment or OpenAI's
@@ -128,6 +129,11 @@ class Unavailable(TryLater):
 class Restarting(Unavailable):
     code = "hub_restarting"
     title = "Restarting"
+
+
+class DatabaseUnavailable(Unavailable):
+    code = "database_unavailable"
+    title = "Database unavailable"
 
 
 class UpstreamFailed(HubError):

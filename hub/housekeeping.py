@@ -8,6 +8,7 @@ import logging
 from hub.background import cancel
 from hub.db import Database
 from hub.ledger.grants import grant_monthly_allowances
+from hub.outage import Outage, is_outage
 from hub.runtime import Balances, RateLimits
 
 log = logging.getLogger("gpuclub")
@@ -15,8 +16,16 @@ INTERVAL = 60.0
 
 
 class Housekeeping:
-    def __init__(self, database: Database, purses: Balances, limiter: RateLimits, interval: float = INTERVAL) -> None:
+    def __init__(
+        self,
+        database: Database,
+        purses: Balances,
+        limiter: RateLimits,
+        interval: float = INTERVAL,
+        outage: Outage | None = None,
+    ) -> None:
         self.database = database
+        self.outage = outage or Outage()
         self.purses = purses
         self.limiter = limiter
         self.interval = interval
@@ -40,6 +49,9 @@ class Housekeeping:
         while True:
             try:
                 await self.run_once()
-            except Exception:
-                log.exception("housekeeping failed")
+            except Exception as exc:
+                if is_outage(exc):
+                    self.outage.noticed(exc)  # said once per outage; the next round tries again
+                else:
+                    log.exception("housekeeping failed")
             await asyncio.sleep(self.interval)

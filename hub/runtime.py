@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from hub.keys.cache import Caller
     from hub.keys.trust import Scope as TrustScope
     from hub.metrics import Metrics
+    from hub.outage import Outage
     from hub.proxy.admission import Admission
+    from hub.proxy.bills import Bills
     from hub.proxy.recorder import Recorder
     from hub.proxy.relay import Proxy
     from hub.quotas.limiter import Scope, Ticket
@@ -96,6 +98,7 @@ class Runtime:
     purses: Balances
     admission: Admission
     recorder: Recorder
+    bills: Bills
     proxy: Proxy
     metrics: Metrics
     background: Background
@@ -103,6 +106,7 @@ class Runtime:
     tokenizers: Tokenizers
     prober: Prober
     drain: Drain
+    outage: Outage  # the database is unreachable: /v1 serves what was read last (hub.outage)
 
 
 def runtime_of(owner: Any) -> Runtime:

@@ -67,6 +67,7 @@ class Settings:
     agent_heartbeat: float = 2.0
     probe_minutes: float = 60.0  # how often the hub compares answers of agents serving one model; 0: never
     drain_seconds: float = 30.0  # on SIGTERM, how long requests in flight may take to finish
+    outage_seconds: float = 300.0  # while the database is away, how old what /v1 serves from memory may be
     trusted_proxies: str = "127.0.0.1"  # whose X-Forwarded-For/-Proto the hub believes (uvicorn's list)
     log_level: str = "INFO"
     templates_dir: Path = ROOT / "templates"
@@ -119,6 +120,7 @@ class Settings:
             agent_heartbeat=env.number("GPUCLUB_AGENT_HEARTBEAT", 2.0, low=0.2, high=60),
             probe_minutes=env.number("GPUCLUB_PROBE_MINUTES", 60.0, low=0, high=7 * 24 * 60),
             drain_seconds=env.number("GPUCLUB_DRAIN_SECONDS", 30.0, low=0, high=3600),
+            outage_seconds=env.number("GPUCLUB_OUTAGE_SECONDS", 300.0, low=0, high=86400),
             trusted_proxies=env.get("GPUCLUB_TRUSTED_PROXIES") or "127.0.0.1",
             log_level=(env.get("GPUCLUB_LOG_LEVEL") or "INFO").upper(),
         )

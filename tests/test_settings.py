@@ -75,6 +75,8 @@ def test_secrets_can_come_from_files(tmp_path: Path) -> None:
         ({"GPUCLUB_OIDC_CLIENT_ID": "a", "GPUCLUB_OIDC_CLIENT_SECRET": "b"}, "GPUCLUB_OIDC_DISCOVERY_URL"),
         ({"GPUCLUB_SECRET_KEY_FILE": "/nonexistent/secret"}, "GPUCLUB_SECRET_KEY_FILE"),
         ({"GPUCLUB_DRAIN_SECONDS": "-1"}, "GPUCLUB_DRAIN_SECONDS"),
+        ({"GPUCLUB_OUTAGE_SECONDS": "a day"}, "GPUCLUB_OUTAGE_SECONDS"),
+        ({"GPUCLUB_OUTAGE_SECONDS": "-5"}, "GPUCLUB_OUTAGE_SECONDS"),
     ],
     ids=[
         "port-word",
@@ -85,6 +87,8 @@ def test_secrets_can_come_from_files(tmp_path: Path) -> None:
         "oidc-without-discovery",
         "secret-file",
         "drain",
+        "outage-word",
+        "outage-negative",
     ],
 )
 def test_a_bad_value_names_the_variable(tmp_path: Path, env: dict[str, str], variable: str) -> None:

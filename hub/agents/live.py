@@ -224,11 +224,14 @@ class Link:
         """The client took `taken` more bytes: the agent may send that much more (sent off the reading path)."""
         if request_id not in self.exchanges:
             return
-        task = asyncio.get_running_loop().create_task(
-            self._send_quietly(protocol.text("ack", id=request_id, bytes=taken))
-        )
+        self.post(protocol.text("ack", id=request_id, bytes=taken))
+
+    def post(self, frame: str) -> asyncio.Task[None]:
+        """Send `frame` off the caller's path; the caller may await the task. A broken tunnel is ignored."""
+        task = asyncio.get_running_loop().create_task(self._send_quietly(frame))
         self.sending.add(task)
         task.add_done_callback(self.sending.discard)
+        return task
 
     async def _send_quietly(self, frame: str) -> None:
         with contextlib.suppress(Exception):  # the tunnel is gone: its reader fails every request

@@ -20,7 +20,9 @@ from hub.agents import service as agents
 from hub.agents.live import Link
 from hub.db import Database
 from hub.errors import Unauthorized
-from hub.runtime import Tunnels, runtime_of
+from hub.outage import is_outage
+from hub.proxy.bills import entries, replay
+from hub.runtime import Runtime, Tunnels, runtime_of
 from hub.settings import Settings
 
 log = logging.getLogger("gpuclub.tunnel")
@@ -48,6 +50,12 @@ async def tunnel(socket: WebSocket[Any, Any, Any]) -> None:
     except Unauthorized as exc:
         await socket.send_text(protocol.text("error", message=exc.message))
         await socket.close(code=protocol.CLOSE_UNAUTHORIZED, reason="agent token not accepted")
+        return
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        runtime_of(socket).outage.noticed(exc)  # one line per outage; the agent tries again with its backoff
+        await socket.close(code=protocol.CLOSE_TRY_AGAIN, reason="the hub's database is unreachable")
         return
     try:
         hello = protocol.parse(await asyncio.wait_for(socket.receive_text(), timeout=HELLO_SECONDS))
@@ -148,13 +156,13 @@ async def _read(socket: WebSocket[Any, Any, Any], link: Link, registry: Tunnels)
             return "the agent disconnected"
         link.last_frame_at = time.monotonic()
         try:
-            await _handle(event, link, registry)
+            await _handle(event, link, registry, runtime_of(socket))
         except frames.BadFrame as exc:
             log.warning("agent %s (%s) broke the protocol: %s; closing its tunnel", link.agent_id, link.name, exc)
             return f"the agent broke the protocol: {exc}"
 
 
-async def _handle(event: Any, link: Link, registry: Tunnels) -> None:
+async def _handle(event: Any, link: Link, registry: Tunnels, runtime: Runtime) -> None:
     data = event.get("bytes")
     if isinstance(data, bytes) and data:
         try:
@@ -197,6 +205,11 @@ async def _handle(event: Any, link: Link, registry: Tunnels) -> None:
     elif kind == "draining":
         link.draining = True
         registry.notify()
+    elif kind == "bills":
+        try:
+            replay(runtime.bills, runtime.recorder, link, entries(message))
+        except ValueError as exc:
+            raise frames.BadFrame(str(exc)) from None
 
 
 async def _heartbeat(link: Link, registry: Tunnels, interval: float, upstream_timeout: float) -> None:

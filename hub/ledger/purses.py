@@ -9,6 +9,10 @@ written). A balance changed by another process (a grant from the CLI) is read ag
 at once before a request would be refused. One hub process owns the purses (like the tunnel and the quota
 counters), so several hub processes on one database could together hold more than a balance; settlement still
 never takes a member below zero.
+
+While the database is unreachable (`hub.outage`), a purse keeps its last balance (minus what is held and what the
+recorder has queued), if it was read or written at most the outage's `seconds` ago; a member whose balance was
+never read gets 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from sqlmodel import select
 from hub.db import Database
 from hub.errors import InsufficientCredits
 from hub.ledger.models import Account
+from hub.outage import Outage, is_outage
 from hub.parsing import format_credits
 
 REFRESH_SECONDS = 2.0
@@ -32,6 +37,7 @@ class Purse:
     read_at: float
     version: int = 0  # changes whenever the writer sets the balance; a read that started before is dropped
     holds: dict[str, tuple[int, float]] = field(default_factory=dict)  # call id -> (amount, expires at)
+    known_at: float = field(default_factory=time.monotonic)  # balance last read or written (`stale` keeps it)
     held: int = 0
     unwritten: int = 0  # charged to finished requests, not yet written
 
@@ -41,10 +47,13 @@ class Purse:
 
 
 class Purses:
-    def __init__(self, database: Database, *, hold_seconds: float, refresh: float = REFRESH_SECONDS) -> None:
+    def __init__(
+        self, database: Database, *, hold_seconds: float, refresh: float = REFRESH_SECONDS, outage: Outage | None = None
+    ) -> None:
         self.database = database
         self.hold_seconds = hold_seconds
         self.refresh = refresh
+        self.outage = outage or Outage()
         self.purses: dict[int, Purse] = {}
 
     async def reserve(self, user_id: int, amount: int, call_id: str) -> None:
@@ -79,7 +88,7 @@ class Purses:
         for user_id, balance in balances.items():
             if (purse := self.purses.get(user_id)) is not None:
                 purse.balance = balance
-                purse.read_at = time.monotonic()
+                purse.read_at = purse.known_at = time.monotonic()
                 purse.version += 1
 
     def stale(self, user_id: int) -> None:
@@ -112,12 +121,29 @@ class Purses:
         return dropped
 
     async def _read(self, user_id: int) -> Purse:
+        if self.outage.degraded:
+            return self._last(user_id)
         purse = self.purses.get(user_id)
         version = purse.version if purse else 0
-        async with self.database.session() as db:
-            found = (await db.exec(select(Account.balance).where(Account.user_id == user_id))).first()
+        try:
+            async with self.database.session() as db:
+                found = (await db.exec(select(Account.balance).where(Account.user_id == user_id))).first()
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self.outage.noticed(exc)
+            return self._last(user_id)
+        self.outage.answered()
         balance = int(found or 0)
         purse = self.purses.setdefault(user_id, Purse(balance, time.monotonic()))
         if purse.version == version:  # nothing was written while we read: our number is the newest
             purse.balance, purse.read_at = balance, time.monotonic()
+            purse.known_at = purse.read_at
+        return purse
+
+    def _last(self, user_id: int) -> Purse:
+        """During an outage: the purse as it is, unless its balance was never read or too long ago."""
+        purse = self.purses.get(user_id)
+        if purse is None or not self.outage.usable(purse.known_at):
+            raise self.outage.unavailable("your balance")
         return purse

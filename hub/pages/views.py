@@ -12,6 +12,7 @@ from sqlalchemy import text
 from hub.accounts.models import User
 from hub.keys import service as keys
 from hub.metrics import Metrics
+from hub.outage import is_outage
 from hub.proxy.views import api_caller
 from hub.runtime import runtime_of
 from hub.usage import service as usage
@@ -43,13 +44,25 @@ async def models(request: Request[Any, Any, Any], viewer: Viewer) -> Template:
 
 @get("/healthz", name="healthz", media_type=MediaType.JSON)
 async def healthz(request: Request[Any, Any, Any], db: Db) -> Response[dict[str, str]]:
-    if runtime_of(request).drain.draining:  # so a load balancer sends new requests elsewhere
+    """ok (200); draining (503) before a restart; degraded (200: a load balancer should keep a hub that still
+    serves /v1 from what it read) while the database is away, for up to GPUCLUB_OUTAGE_SECONDS; else error (503)."""
+    runtime = runtime_of(request)
+    if runtime.drain.draining:  # so a load balancer sends new requests elsewhere
         return Response({"status": "draining", "database": "not checked"}, status_code=503)
-    try:
-        await db.exec(text("SELECT 1"))  # type: ignore[call-overload]
-    except Exception:  # noqa: BLE001 - whatever the driver raises, the answer is "database down"
-        return Response({"status": "error", "database": "unreachable"}, status_code=503)
-    return Response({"status": "ok", "database": "ok"})
+    outage = runtime.outage
+    if not outage.degraded:  # while it is, the outage's own probe asks the database (which may not answer soon)
+        try:
+            await db.exec(text("SELECT 1"))  # type: ignore[call-overload]
+        except Exception as exc:  # noqa: BLE001 - whatever the driver raises, the database is not serving
+            if not is_outage(exc):
+                return Response({"status": "error", "database": "unreachable"}, status_code=503)
+            outage.noticed(exc)
+        else:
+            outage.recovered()
+            return Response({"status": "ok", "database": "ok"})
+    if outage.serving:
+        return Response({"status": "degraded", "database": "unreachable"})
+    return Response({"status": "error", "database": "unreachable"}, status_code=503)
 
 
 @get("/metrics", name="metrics")

@@ -1,7 +1,8 @@
 """Letting a request in: quotas, then credits held for it, both in memory, so admission rarely waits for the database.
 
 After the request, `finish` frees its quota slot and its hold at once and queues what it cost and used for the
-recorder, which writes many finished requests in one transaction.
+recorder, which writes many finished requests in one transaction. While the database is unreachable
+(`hub.outage`), prices, fees and limits read at most the outage's `seconds` ago are used as they were.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlmodel import select
 from hub.db import Database
 from hub.errors import InsufficientCredits
 from hub.ledger.batch import Charge
+from hub.outage import Outage, is_outage
 from hub.pricing import service as pricing
 from hub.pricing.service import Rate
 from hub.proxy.bounds import Limits
@@ -31,6 +33,7 @@ from hub.usage.models import UsageRecord
 from hub.usage.service import start_of_day
 
 CACHE_SECONDS = 10.0
+_WHAT = {"rate": "this model's price", "limits": "your limits", "fee": "the club's fee"}
 
 
 @dataclass
@@ -62,6 +65,7 @@ class Admission:
     limiter: RateLimits = field(default_factory=Limiter)
     cache: dict[tuple[str, Any], _Cached] = field(default_factory=dict)
     loading: dict[tuple[str, Any], asyncio.Future[Any]] = field(default_factory=dict)
+    outage: Outage = field(default_factory=Outage)
 
     def forget(self) -> None:
         """Prices, fees or limits changed: read them again on the next request."""
@@ -71,6 +75,8 @@ class Admission:
         hit = self.cache.get(key)
         if hit is not None and hit.until > time.monotonic():
             return hit.value
+        if self.outage.degraded:
+            return self._stale(key)
         # However many requests find it stale at once, one of them reads it; the others wait for that answer.
         loading = self.loading.get(key)
         if loading is None:
@@ -81,10 +87,23 @@ class Admission:
         try:
             async with self.database.session() as db:
                 value = await load(db)
-            self.cache[key] = _Cached(time.monotonic() + CACHE_SECONDS, value)
-            return value
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self.outage.noticed(exc)
+            return self._stale(key)
         finally:
             self.loading.pop(key, None)
+        self.outage.answered()
+        self.cache[key] = _Cached(time.monotonic() + CACHE_SECONDS, value)
+        return value
+
+    def _stale(self, key: tuple[str, Any]) -> Any:
+        """During an outage: the value read last, unless it was never read or too long ago."""
+        hit = self.cache.get(key)
+        if hit is None or not self.outage.usable(hit.until - CACHE_SECONDS):
+            raise self.outage.unavailable(_WHAT[key[0]])
+        return hit.value
 
     async def admit(
         self,
@@ -132,15 +151,24 @@ class Admission:
         return admitted
 
     async def _used_today(self, scope: Scope) -> int:
+        """Tokens used today, read once a day per member and key; during an outage, a day never read is refused."""
+        if self.outage.degraded:
+            raise self.outage.unavailable("what you used today")
         column = UsageRecord.user_id if scope[0] == "user" else UsageRecord.key_id
-        async with self.database.session() as db:
-            total = (
-                await db.exec(
-                    select(func.coalesce(func.sum(UsageRecord.prompt_tokens + UsageRecord.completion_tokens), 0)).where(
-                        column == scope[1], UsageRecord.created_at >= start_of_day()
+        try:
+            async with self.database.session() as db:
+                total = (
+                    await db.exec(
+                        select(
+                            func.coalesce(func.sum(UsageRecord.prompt_tokens + UsageRecord.completion_tokens), 0)
+                        ).where(column == scope[1], UsageRecord.created_at >= start_of_day())
                     )
-                )
-            ).one()
+                ).one()
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self.outage.noticed(exc)
+            raise self.outage.unavailable("what you used today") from None
         return int(total)
 
     def finish(
@@ -151,17 +179,20 @@ class Admission:
         counts: Counts,
         delivered: bool,
         usage: dict[str, Any] | None,
-    ) -> None:
-        """The request is over: quotas and its hold now; cost and usage are queued for the recorder.
+        agent_id: int | None = None,
+    ) -> Finished | None:
+        """The request is over: quotas and its hold now; cost and usage are queued for the recorder (and returned,
+        for the bill the agent keeps).
 
         Each step runs even if the one before it raised: a slot or a hold must never stay taken.
         """
         if admitted.finished:
-            return
+            return None
         admitted.finished = True
         tokens = counts.prompt_tokens + counts.completion_tokens if delivered else 0
         cost = admitted.rate.cost(counts.prompt_tokens, counts.completion_tokens, counts.audio_ms) if delivered else 0
         cost = min(cost, admitted.held)  # what was not held was never owed (a free model, or the member's own GPU)
+        finished = None
         try:
             self.limiter.finish(admitted.ticket, tokens)
         finally:
@@ -173,9 +204,11 @@ class Admission:
                     charge = Charge(admitted.call_id, admitted.user_id, provider_id, cost, admitted.fee_bps, memo)
             finally:
                 if charge is not None or usage is not None:
+                    finished = Finished(charge, usage, agent_id=agent_id)
                     try:
-                        self.recorder.add(Finished(charge, usage))
+                        self.recorder.add(finished)
                     except BaseException:
                         if charge is not None:  # it will never be written: stop reserving it
                             self.purses.written({charge.consumer_id: charge.cost}, {})
                         raise
+        return finished

@@ -7,23 +7,28 @@ having ended (a stream the server never started) ends itself, so no slot or hold
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent import protocol
 from hub.agents.live import Link
 from hub.db import utcnow
 from hub.keys.cache import Caller
 from hub.metrics import Metrics
 from hub.proxy.admission import Admission, Pass
 from hub.proxy.apis.base import Api, Outgoing, Parsed
+from hub.proxy.bills import Bills
 from hub.proxy.bounds import Billed
 from hub.proxy.meter import Counts
 from hub.proxy.scheduler import Scheduler
 
 log = logging.getLogger("gpuclub")
+BILL_WAIT = 2.0  # the longest the end of an answer waits for its bill to leave for the agent
 
 
 @dataclass
@@ -68,6 +73,7 @@ class Ends:
     metrics: Metrics
     on_dispute: Callable[[int], None]
     spawn: Callable[[Coroutine[Any, Any, None]], None]
+    bills: Bills | None = None  # signs the bill the serving agent keeps until the hub has written it
 
 
 @dataclass(eq=False)
@@ -82,6 +88,13 @@ class Flight:
     request_id: str = ""  # the current attempt's id on the tunnel
     first: float | None = None
     ended: bool = False
+    billing: asyncio.Task[None] | None = None  # the bill on its way to the agent
+
+    async def bill_sent(self) -> None:
+        """Wait (at most BILL_WAIT s) until the bill is with the agent: then the client may have the answer's end."""
+        if self.billing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self.billing), BILL_WAIT)
 
     def hold(self, link: Link, request_id: str) -> None:
         self.link, self.request_id, self.holding = link, request_id, True
@@ -182,13 +195,18 @@ class Flight:
                 }
             # What reached the client is charged: a whole answer, or the part of a stream that got through.
             delivered = link is not None and (status < 400 or (self.call.stream and self.first is not None))
-            self.ends.admission.finish(
+            finished = self.ends.admission.finish(
                 admitted,
                 provider_id=link.owner_id if link else None,
                 counts=counts,
                 delivered=delivered,
                 usage=entry,
+                agent_id=link.agent_id if link else None,
             )
+            if finished is not None and link is not None and self.ends.bills is not None:
+                bill = self.ends.bills.sign(link.agent_id, finished)
+                with contextlib.suppress(RuntimeError):  # no loop (the finalizer): the recorder has it anyway
+                    self.billing = link.post(protocol.text("bill", id=admitted.call_id, bill=bill))
 
     def __del__(self) -> None:
         # The safety net: a stream response the server dropped before running it never reached its own end.

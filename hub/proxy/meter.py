@@ -144,6 +144,8 @@ class Reader(Protocol):
 
     def plain(self, text: str, relayed: Relayed) -> Report | None: ...
 
+    def ends(self, payload: Any) -> bool: ...
+
 
 @dataclass
 class Answer:
@@ -171,6 +173,8 @@ class StreamMeter:
     relayed: Relayed = field(default_factory=Relayed)
     pending: bytearray = field(default_factory=bytearray, repr=False)
     scanned: int = 0  # how much of `pending` is known to hold no event boundary
+    ended: bool = False  # the stream's last event came (`[DONE]`, `message_stop`…): what follows is held back
+    held: bytearray = field(default_factory=bytearray, repr=False)
 
     def feed(self, data: bytes) -> bytes:
         self.pending += data
@@ -182,7 +186,10 @@ class StreamMeter:
             event = bytes(self.pending[start : match.end()])
             start = self.scanned = match.end()
             if self._keep(event):
-                out.append(event)
+                if self.ended:
+                    self.held += event  # the client gets it once the bill is safe (`release`)
+                else:
+                    out.append(event)
         if start:
             del self.pending[:start]
         self.scanned = len(self.pending)
@@ -191,19 +198,29 @@ class StreamMeter:
         return b"".join(out)
 
     def flush(self) -> bytes:
-        """Whatever is left when the upstream closes (a last event without its blank line)."""
+        """Whatever is left when the upstream closes (a last event without its blank line), held back too."""
         rest = bytes(self.pending)
         self.pending.clear()
         self.scanned = 0
-        return rest if rest.strip() and self._keep(rest) else b""
+        return self.release() + (rest if rest.strip() and self._keep(rest) else b"")
+
+    def release(self) -> bytes:
+        """The held-back end of the stream, for the client."""
+        held = bytes(self.held)
+        self.held.clear()
+        return held
 
     def _keep(self, event: bytes) -> bool:
         data = b"".join(line[5:].lstrip() for line in event.splitlines() if line.startswith(b"data:"))
-        if not data or data == b"[DONE]":
+        if not data:
+            return True
+        if data == b"[DONE]":
+            self.ended = True
             return True
         payload = parse_json(data)
         if payload is None:
             return True
+        self.ended = self.ended or self.api.ends(payload)
         if (report := self.api.event(payload, self.relayed)) is not None:
             self.report = report.over(self.report)
             if self.strip_usage and self.api.injected(payload):

@@ -13,15 +13,16 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.exc import DataError, IntegrityError
 
-from hub.db import Database
+from hub.db import Database, insert_ignoring_duplicates
 from hub.ledger.batch import Charge, settle_many
 from hub.ledger.purses import Purses
+from hub.outage import Outage, is_outage
 from hub.usage.models import UsageRecord
 
 log = logging.getLogger("gpuclub")
@@ -35,11 +36,16 @@ ATTEMPTS = 3  # when stopping
 class Finished:
     charge: Charge | None  # None when the request cost nothing and held nothing
     usage: dict[str, Any] | None  # a usage row's values
+    agent_id: int | None = None  # the agent keeping its bill (hub.proxy.bills): told once it is written
+    replayed: bool = False  # sent again by an agent after a restart: this process reserved nothing for it
 
 
 class Recorder:
-    def __init__(self, database: Database, purses: Purses, *, delay: float = DELAY_SECONDS) -> None:
+    def __init__(
+        self, database: Database, purses: Purses, *, delay: float = DELAY_SECONDS, outage: Outage | None = None
+    ) -> None:
         self.database = database
+        self.outage = outage or Outage()  # an unreachable database is said once per outage, not every retry
         self.purses = purses
         self.delay = delay
         self.queue: list[Finished] = []
@@ -47,11 +53,14 @@ class Recorder:
         self.writing = asyncio.Lock()
         self.task: asyncio.Task[None] | None = None
         self.stopped = False
+        self.on_written: Callable[[list[Finished]], None] = lambda written: None  # hub.proxy.bills.confirm
 
     def add(self, finished: Finished) -> None:
         if self.stopped:
             log.error("a request finished after the hub stopped writing; its cost and usage are not recorded")
             return
+        if finished.replayed and _queued(self.queue, finished):
+            return  # the agent reconnected while the first copy waits here; that one is written and confirmed
         self.queue.append(finished)
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(self._loop())
@@ -82,12 +91,21 @@ class Recorder:
         for _ in range(ATTEMPTS):
             try:
                 await self.flush()  # after the batch the loop may still be writing
-            except Exception:
-                log.exception("writing finished requests failed while stopping")
+            except Exception as exc:
+                if is_outage(exc):
+                    self.outage.noticed(exc)
+                else:
+                    log.exception("writing finished requests failed while stopping")
             if not self.queue:
                 break
         else:
-            log.error("%d finished requests could not be written before the hub stopped", len(self.queue))
+            kept = sum(item.agent_id is not None for item in self.queue)
+            log.error(
+                "%d finished requests could not be written before the hub stopped; their agents keep the bills of "
+                "%d of them for the next hub",
+                len(self.queue),
+                kept,
+            )
         self.stopped = True
 
     async def _loop(self) -> None:
@@ -98,10 +116,15 @@ class Recorder:
             try:
                 # Stopping the hub cancels this loop; a batch already taken from the queue is still written.
                 await asyncio.shield(self.flush())
-            except Exception:  # what was not written is queued again; the loop must go on
-                log.exception("writing finished requests failed; trying again")
+            except Exception as exc:  # what was not written is queued again; the loop must go on
+                if is_outage(exc):
+                    self.outage.noticed(exc)
+                else:
+                    log.exception("writing finished requests failed; trying again")
                 self.wake.set()
                 await asyncio.sleep(RETRY_SECONDS)
+            else:
+                self.outage.recovered()  # written: the database is back
 
     async def _write(self, batch: list[Finished]) -> None:
         charges = [item.charge for item in batch if item.charge is not None]
@@ -109,7 +132,8 @@ class Recorder:
         try:
             async with self.database.session() as db:
                 if rows:  # first: on SQLite this takes the write lock before the balances are read
-                    await db.exec(insert(UsageRecord.__table__), params=rows)  # type: ignore[attr-defined]
+                    # A request written before (an agent's bill sent again) keeps its first row.
+                    await db.exec(insert_ignoring_duplicates(db, UsageRecord.__table__), params=rows)  # type: ignore[attr-defined]
                 balances = await settle_many(db, charges) if charges else {}
                 await db.commit()
         except (IntegrityError, DataError):
@@ -121,6 +145,13 @@ class Recorder:
             log.exception("could not record request %s; its cost and usage are lost", request)
             balances = {}
         costs: defaultdict[int, int] = defaultdict(int)
-        for charge in charges:
-            costs[charge.consumer_id] += charge.cost
+        for item in batch:
+            if item.charge is not None and not item.replayed:
+                costs[item.charge.consumer_id] += item.charge.cost
         self.purses.written(costs, balances)
+        self.on_written(batch)
+
+
+def _queued(queue: list[Finished], finished: Finished) -> bool:
+    ids = {item.charge.request_id if item.charge else (item.usage or {}).get("request_id") for item in queue}
+    return (finished.charge.request_id if finished.charge else (finished.usage or {}).get("request_id")) in ids

@@ -26,6 +26,7 @@ from hub.background import Background
 from hub.errors import HubError, UpstreamFailed
 from hub.metrics import Metrics
 from hub.proxy.admission import Admission
+from hub.proxy.bills import Bills
 from hub.proxy.bounds import Counted, bill
 from hub.proxy.flight import Call, Ends, Flight
 from hub.proxy.meter import Relayed, Report, StreamMeter, read_answer
@@ -70,9 +71,12 @@ class Proxy:
     max_answer_bytes: int = 16 * 1024 * 1024
     on_dispute: Callable[[int], None] = field(default=_no_disputes)
     tokenizers: Tokenizers | None = None
+    bills: Bills | None = None
 
     def __post_init__(self) -> None:
-        self.ends = Ends(self.scheduler, self.admission, self.metrics, self.on_dispute, self.background.spawn)
+        self.ends = Ends(
+            self.scheduler, self.admission, self.metrics, self.on_dispute, self.background.spawn, self.bills
+        )
 
     async def handle(self, call: Call, gone: Coroutine[Any, Any, None]) -> Reply:
         """Answer `call`; `gone` finishes when the client disconnects, which cancels the work at the upstream."""
@@ -142,9 +146,10 @@ class Proxy:
         flight.first = answered
         if status >= 400:
             flight.end(status)
+            await flight.bill_sent()
         else:
             answer = read_answer(call.api, body, media_type, keep_text=self._counter(flight) is not None)
-            self._finish(flight, status, answer.report, answer.relayed)
+            await self._finish_whole(flight, status, answer.report, answer.relayed)
         return Reply(status, media_type, body)
 
     def _counter(self, flight: Flight) -> TokenCounter | None:
@@ -160,6 +165,16 @@ class Proxy:
             return
         flight.let_go()  # the agent is free now; only the bill waits for the count
         self.background.spawn(self._finish_counted(flight, counter, status, report, relayed, error))
+
+    async def _finish_whole(self, flight: Flight, status: int, report: Report | None, relayed: Relayed) -> None:
+        """Bill a whole answer before the client has all of it: the agent keeps the bill (`hub.proxy.bills`)."""
+        counter = self._counter(flight)
+        if counter is None:
+            flight.end(status, bill(flight.admitted.limits, report, relayed))
+        else:
+            flight.let_go()
+            await self._finish_counted(flight, counter, status, report, relayed, "")
+        await flight.bill_sent()
 
     async def _finish_counted(
         self, flight: Flight, counter: TokenCounter, status: int, report: Report | None, relayed: Relayed, error: str
@@ -224,7 +239,7 @@ class Proxy:
             strip_usage=not call.outgoing.wants_usage,
             relayed=Relayed.keeping(self._counter(flight) is not None),
         )
-        finished = False
+        finished = settled = False
         error = ""
         try:
             while True:
@@ -236,23 +251,33 @@ class Proxy:
                     flight.first = flight.first or time.monotonic()
                     out = meter.feed(part)
                 except (AgentLost, HubError) as exc:
-                    error = str(exc) or "the GPU stopped"
                     finished = True
+                    if meter.ended and isinstance(exc, AgentLost):
+                        break  # the answer is whole; only the agent's `end` is missing
+                    error = str(exc) or "the GPU stopped"
                     yield call.api.error_event(f"The GPU serving '{call.model}' stopped mid-answer: {error}.")
                     break
                 if out:
                     yield out
-            if not error and (tail := meter.flush()):
-                yield tail
+            if not error:
+                # The end of the stream (`[DONE]`…) waits until the bill is with the agent: a crash of the hub
+                # from here on loses no charge for an answer the client has whole.
+                tail = meter.flush()
+                link.finish(exchange.id)
+                settled = True
+                await self._finish_whole(flight, 200, meter.report, meter.relayed)
+                if tail:
+                    yield tail
         finally:
-            if not finished:
-                error = "the client went away"
-                self.background.spawn(link.cancel(exchange.id))
-            elif error:
-                self.background.spawn(link.cancel(exchange.id))
-            link.finish(exchange.id)
-            status = 200 if not error else 499 if not finished else 502
-            self._finish(flight, status, meter.report, meter.relayed, error)
+            if not settled:
+                if not finished:
+                    error = "the client went away"
+                    self.background.spawn(link.cancel(exchange.id))
+                elif error:
+                    self.background.spawn(link.cancel(exchange.id))
+                link.finish(exchange.id)
+                status = 200 if not error else 499 if not finished else 502
+                self._finish(flight, status, meter.report, meter.relayed, error)
 
 
 class ClientGone(HubError):

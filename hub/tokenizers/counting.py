@@ -33,6 +33,7 @@ from tokenizers import Tokenizer
 
 from hub.background import cancel
 from hub.db import Database
+from hub.outage import Outage, is_outage
 from hub.tokenizers import service
 
 log = logging.getLogger("gpuclub")
@@ -218,8 +219,9 @@ class Tokenizers:
     made elsewhere (the command line, another replica).
     """
 
-    def __init__(self, database: Database, interval: float = REFRESH_SECONDS) -> None:
+    def __init__(self, database: Database, interval: float = REFRESH_SECONDS, outage: Outage | None = None) -> None:
         self.database = database
+        self.outage = outage or Outage()
         self.interval = interval
         self.counters: dict[str, TokenCounter] = {}
         self.broken: dict[str, str] = {}  # model → hash of a file that failed to load, so it is logged once
@@ -267,8 +269,11 @@ class Tokenizers:
     async def _refresh_logged(self) -> None:
         try:
             await self.refresh()
-        except Exception:
-            log.exception("loading tokenizers failed")
+        except Exception as exc:
+            if is_outage(exc):
+                self.outage.noticed(exc)  # said once per outage; what is loaded keeps counting
+            else:
+                log.exception("loading tokenizers failed")
 
     async def _loop(self) -> None:
         while True:

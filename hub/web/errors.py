@@ -10,8 +10,10 @@ from litestar.exceptions import HTTPException, NotAuthorizedException, Permissio
 from litestar.exceptions import NotFoundException as RouteNotFound
 from litestar.response import Redirect
 
-from hub.errors import BadRequest, Forbidden, HubError, NotFound, NotSignedIn, PayloadTooLarge
+from hub.errors import BadRequest, DatabaseUnavailable, Forbidden, HubError, NotFound, NotSignedIn, PayloadTooLarge
+from hub.outage import RETRY_AFTER, is_outage
 from hub.proxy.apis import ROUTES, error_body
+from hub.runtime import runtime_of
 from hub.web.render import is_htmx, page
 
 log = logging.getLogger("gpuclub")
@@ -46,6 +48,12 @@ def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
         error = exc
     elif isinstance(exc, HTTPException):
         error = _from_litestar(exc)
+    elif is_outage(exc):  # a page, or a read no cache covers: said once per outage, not a traceback each time
+        runtime_of(request).outage.noticed(exc)
+        error = DatabaseUnavailable(
+            "The hub's database cannot be reached right now, so this cannot be done. Please try again in a minute.",
+            retry_after=RETRY_AFTER,
+        )
     else:
         log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.scope["path"], exc_info=exc)
         error = HubError("Something went wrong on our side. It has been logged; please try again.")
@@ -61,4 +69,7 @@ def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
         response = page(request, "_flash.html", message=error.message, kind="error", status_code=error.status_code)
         response.headers.update({"HX-Retarget": "#flash", "HX-Reswap": "innerHTML"})
         return response
-    return page(request, "error.html", error=error, status_code=error.status_code)
+    response = page(request, "error.html", error=error, status_code=error.status_code)
+    if (retry_after := getattr(error, "retry_after", None)) is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response

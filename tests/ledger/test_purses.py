@@ -147,7 +147,7 @@ async def test_a_row_the_database_refuses_does_not_lose_the_rest_of_its_batch(
         purses.release(alice.pk, name, cost=CREDIT)
     recorder.queue = [
         Finished(Charge("a", alice.pk, owner.pk, CREDIT, 0), usage(alice, "a")),
-        Finished(Charge("b", alice.pk, owner.pk, CREDIT, 0), usage(alice, "a")),  # a request id used twice
+        Finished(Charge("b", alice.pk, owner.pk, CREDIT, 0), usage(alice, "b") | {"model": None}),  # refused
         Finished(Charge("c", alice.pk, owner.pk, CREDIT, 0), usage(alice, "c")),
     ]
 

@@ -41,3 +41,13 @@ def live_database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
         return
     with fresh_postgres("gpuclub_live", driver="postgresql") as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def own_database(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """A test hub's database setting: its own SQLite file (the default), or its own PostgreSQL database."""
+    if request.param == "sqlite":
+        yield {}
+        return
+    with fresh_postgres("gpuclub_own", driver="postgresql") as url:
+        yield {"GPUCLUB_DATABASE_URL": url}

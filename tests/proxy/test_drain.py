@@ -9,14 +9,17 @@ import signal
 from pathlib import Path
 
 import httpx
+from sqlalchemy import func
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.accounts import service as accounts
 from hub.ledger import service as ledger
 from hub.ledger.grants import grant
 from hub.pricing import service as pricing
-from tests.proxy.conftest import database_of, proxy_hub
-from tests.support.cluster import agent_process, agent_token, member, provision, usage_rows
+from hub.usage.models import UsageRecord
+from tests.proxy.conftest import proxy_hub
+from tests.support.cluster import agent_process, agent_token, member, provision
 from tests.support.fake_upstream import fake_upstream
 from tests.support.hub import GPUCLUB, ROOT
 from tests.support.processes import run
@@ -55,8 +58,10 @@ def text_of(events: list[str]) -> str:
     return "".join(parts)
 
 
-async def test_streams_in_flight_at_sigterm_finish_whole_and_are_charged_once(tmp_path: Path) -> None:
-    drain = {"GPUCLUB_DRAIN_SECONDS": "20"}
+async def test_streams_in_flight_at_sigterm_finish_whole_and_are_charged_once(
+    tmp_path: Path, own_database: dict[str, str]
+) -> None:
+    drain = {"GPUCLUB_DRAIN_SECONDS": "20"} | own_database
     with proxy_hub(tmp_path / "hub", **drain) as hub, fake_upstream(["m"]) as upstream:
         provider = member(hub, "provider@lab.example.org")
         alice = member(hub, "alice@lab.example.org")
@@ -97,13 +102,13 @@ async def test_streams_in_flight_at_sigterm_finish_whole_and_are_charged_once(tm
                 async with httpx.AsyncClient(base_url=hub.url, headers=headers, timeout=30) as client:
                     after = await client.post("/v1/chat/completions", json=chat(stream=False))
 
-        async def outcome(db: AsyncSession) -> tuple[int, int, list[str]]:
+        async def outcome(db: AsyncSession) -> tuple[int, int, list[str], int]:
             alice_now = await ledger.balance_of(db, (await accounts.get_member(db, alice.email)).pk)
             provider_now = await ledger.balance_of(db, (await accounts.get_member(db, provider.email)).pk)
-            return alice_now.balance + alice_now.held, provider_now.balance, await ledger.check(db)
+            rows = int((await db.exec(select(func.count()).select_from(UsageRecord))).one())
+            return alice_now.balance + alice_now.held, provider_now.balance, await ledger.check(db), rows
 
-        alice_left, earned, problems = provision(hub, outcome)
-        rows = usage_rows(database_of(hub))
+        alice_left, earned, problems, rows = provision(hub, outcome)
 
     assert late.status_code == 503 and late.headers["retry-after"]
     assert late.json()["error"]["code"] == "hub_restarting"
@@ -117,7 +122,7 @@ async def test_streams_in_flight_at_sigterm_finish_whole_and_are_charged_once(tm
     assert "told 1 agent(s) the hub is restarting" in hub.process.text
     assert "Application shutdown complete" in hub.process.text  # the recorder has written everything
     assert after.status_code == 200  # the agent came back to the next hub
-    assert len(rows) == STREAMS + 1
+    assert rows == STREAMS + 1
     assert alice_left == 100 * CREDIT - (STREAMS + 1) * 2 * CREDIT
     assert earned == (STREAMS + 1) * 2 * CREDIT * 9 // 10
     assert problems == []

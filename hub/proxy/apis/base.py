@@ -77,6 +77,10 @@ class Api:
         add_text(relayed, text)
         return None
 
+    def ends(self, payload: Any) -> bool:
+        """Whether this stream event is the answer's last (OpenAI's streams end with `data: [DONE]` instead)."""
+        return False
+
     def injected(self, payload: Any) -> bool:
         """Whether this event only carries the usage the hub asked for on the client's behalf (dropped)."""
         return False

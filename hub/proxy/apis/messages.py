@@ -87,6 +87,9 @@ class Messages(Api):
         relayed.choices = max(relayed.choices, 1)
         return usage_report(payload.get("usage"))
 
+    def ends(self, payload: Any) -> bool:
+        return isinstance(payload, dict) and payload.get("type") == "message_stop"
+
     def event(self, payload: Any, relayed: Relayed) -> Report | None:
         kind = payload.get("type") if isinstance(payload, dict) else None
         if kind == "message_start":

@@ -69,6 +69,9 @@ class Responses(Api):
         relay_output(payload, relayed)
         return usage_report(payload)
 
+    def ends(self, payload: Any) -> bool:
+        return isinstance(payload, dict) and payload.get("type") in _ENDS
+
     def event(self, payload: Any, relayed: Relayed) -> Report | None:
         kind = payload.get("type") if isinstance(payload, dict) else None
         if kind in _TEXT_DELTAS:
