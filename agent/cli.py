@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
         f"one of {', '.join(a for a in protocol.APIS if a not in protocol.LEGACY_APIS)}; repeat for several. "
         "Without it the agent probes each upstream for them [GPUCLUB_APIS, comma-separated]",
     )
+    parser.add_argument(
+        "--journal",
+        metavar="PATH",
+        help="where the agent keeps the hub's bills until the hub confirms them (default: a file under "
+        "$XDG_STATE_HOME/gpuclub-agent, i.e. ~/.local/state/gpuclub-agent) [GPUCLUB_JOURNAL]",
+    )
     parser.add_argument("--version", action="version", version=f"gpuclub-agent {__version__}")
     return parser
 
@@ -81,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             name=args.name,
             refresh=args.refresh,
             apis=args.api,
+            journal=args.journal,
         )
     except ConfigError as exc:
         print(f"gpuclub-agent: {exc}", file=sys.stderr)

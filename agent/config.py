@@ -29,6 +29,7 @@ class Config:
     name: str = ""
     refresh: float = DEFAULT_REFRESH
     apis: tuple[str, ...] | None = None  # declared with --api (LEGACY_APIS included); None: probe the upstreams
+    journal: Path | None = None  # where the hub's bills are kept (agent.journal); None: the default for hub+token
 
     @property
     def tunnel_url(self) -> str:
@@ -127,6 +128,7 @@ def build(
     name: str | None = None,
     refresh: str | None = None,
     apis: Sequence[str] | None = None,
+    journal: str | None = None,
 ) -> Config:
     """Flags win over the environment; every problem names the flag or variable it came from."""
     hub_value, hub_source = (hub, "--hub") if hub else (env.get("GPUCLUB_HUB"), "GPUCLUB_HUB")
@@ -173,6 +175,7 @@ def build(
         name=name_value,
         refresh=every,
         apis=declared,
+        journal=Path(journal_value).expanduser() if (journal_value := journal or env.get("GPUCLUB_JOURNAL")) else None,
     )
 
 

@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 
 from agent import __version__, gpu, protocol
 from agent.config import Config
+from agent.journal import Journal, default_path
 from agent.tunnel import TOKEN_REJECTED, Rejected, Session, first_of
 from agent.upstreams import Clients, Probes, Routes, discover, make_client
 
@@ -61,6 +62,7 @@ class Agent:
         self.routes = Routes()
         self.gpus: list[gpu.Gpu] = []
         self.probes = Probes(now)  # which APIs each upstream answered, so a refresh need not ask again
+        self.journal = Journal(config.journal or default_path(config.hub, config.token))  # the hub's bills
         self._reported: dict[str, tuple[str | None, tuple[str, ...]]] = {}
 
     async def refresh_models(self) -> bool:
@@ -96,6 +98,11 @@ class Agent:
             loop.add_signal_handler(sig, self._on_signal, sig.name)
         if self.config.token_travels_in_clear:
             log.warning("the hub address uses http://, so the agent token travels unencrypted: use https://")
+        try:
+            self.journal.open()
+        except OSError as exc:
+            log.error("cannot keep the hub's bills at %s (%s): pass --journal PATH", self.journal.path, exc.strerror)
+            return 1
         self.gpus = await asyncio.to_thread(gpu.detect)
         log.info(
             "gpuclub-agent %s as %r, GPUs: %s",
@@ -120,6 +127,8 @@ class Agent:
         except Rejected as exc:
             log.error("%s", exc)
             return 1
+        finally:
+            self.journal.close()
         log.info("stopped")
         return 0
 

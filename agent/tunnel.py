@@ -28,6 +28,7 @@ WELCOME_TIMEOUT = 10.0
 DEFAULT_HEARTBEAT = 15.0
 DRAIN_TIMEOUT = 120.0
 WINDOW_WAIT = 600.0
+MAX_BILL = 8192  # characters; the hub's are under 1,500
 
 TOKEN_REJECTED = "the hub rejected the agent token: create a new one on the My GPUs page"  # noqa: S105 - a message, not a secret
 REPLACED = (
@@ -50,6 +51,8 @@ def close_reason(exc: ConnectionClosed) -> str:
         return REPLACED
     if exc.rcvd.code == protocol.CLOSE_RESTARTING:
         return "the hub is restarting"
+    if exc.rcvd.code == protocol.CLOSE_TRY_AGAIN:
+        return f"the hub cannot take the agent now ({exc.rcvd.reason or 'try again later'})"
     if exc.rcvd.code == protocol.CLOSE_UPGRADE:
         raise Rejected("the hub needs a newer gpuclub-agent: upgrade it, then start it again")
     reason = f": {exc.rcvd.reason}" if exc.rcvd.reason else ""
@@ -186,6 +189,7 @@ class Session:
             len(self.agent.routes.models),
             self.config.max_concurrency,
         )
+        await self._send_bills()
         receiving = asyncio.create_task(self._receive(3 * float(heartbeat)))
         refreshing = asyncio.create_task(self._refresh())
         stopping = asyncio.create_task(self.agent.stop.wait())
@@ -200,6 +204,15 @@ class Session:
             for task in leftovers:
                 task.cancel()
             await asyncio.gather(*leftovers, return_exceptions=True)
+
+    async def _send_bills(self) -> None:
+        """The hub's bills it has not confirmed yet: it writes each at most once and confirms them."""
+        pending = self.agent.journal.pending()
+        for start in range(0, len(pending), protocol.MAX_BILLS):
+            batch = pending[start : start + protocol.MAX_BILLS]
+            await self.send("bills", bills=[{"id": request_id, "bill": bill} for request_id, bill in batch])
+        if pending:
+            log.info("sent the hub %d bills it had not confirmed", len(pending))
 
     async def _welcome(self) -> dict[str, Any]:
         while True:
@@ -256,6 +269,14 @@ class Session:
             if task is not None:
                 task.cancel()  # leaving `client.stream` closes the upstream connection at once
                 await self.send("end", id=message["id"], error="cancelled")
+        elif kind == "bill":
+            request_id, bill = message.get("id"), message.get("bill")
+            if valid_id(request_id) and isinstance(bill, str) and len(bill) <= MAX_BILL:
+                self.agent.journal.keep(str(request_id), bill)
+        elif kind == "written":
+            ids = message.get("ids")
+            if isinstance(ids, list):
+                self.agent.journal.written([str(request_id) for request_id in ids])
         elif kind in ("error", "notice"):
             log.warning("the hub says: %s", message.get("message"))
         # Anything else (a newer hub's message) is ignored on purpose.

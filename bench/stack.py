@@ -181,7 +181,7 @@ def ledger_check(hub: Hub) -> str:
 
 def agent(stack: Stack, hub: Hub, upstream: Server, *, capacity: int) -> Server:
     """One `gpuclub-agent` next to the upstream; ready once the hub lists both bench models."""
-    env = clean_env(GPUCLUB_AGENT_TOKEN=hub.agent_token)
+    env = clean_env(GPUCLUB_AGENT_TOKEN=hub.agent_token, GPUCLUB_JOURNAL=str(stack.workdir / "bills.jsonl"))
     command = [str(BIN / "gpuclub-agent"), "--hub", hub.server.url, "--upstream", f"{upstream.url}/v1"]
     command += ["--max-concurrency", str(capacity), "--name", "bench-gpu"]
     server = stack.start("agent", command, env, hub.server.url)

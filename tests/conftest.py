@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -31,6 +32,13 @@ from tests.support.processes import free_port
 REQUIRE_SERVICES = os.environ.get("GPUCLUB_REQUIRE_SERVICES") == "1"
 POSTGRES_URL = os.environ.get("GPUCLUB_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BASE_URL = "http://testserver.local"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Agents the tests start keep the hub's bills (agent.journal) in a folder of this run, not in ~/.local."""
+    state = Path(tempfile.mkdtemp(prefix="gpuclub-agent-state-"))
+    os.environ["XDG_STATE_HOME"] = str(state)
+    config.add_cleanup(lambda: shutil.rmtree(state, ignore_errors=True))
 
 
 def missing_service(reason: str) -> NoReturn:

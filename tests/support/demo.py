@@ -58,7 +58,11 @@ def main() -> None:
         run([GPUCLUB, "serve"], env=env, cwd=ROOT) as hub,
     ):
         hub.wait_for(r"Uvicorn running on")
-        agent_env = {**env, "GPUCLUB_AGENT_TOKEN": token}
+        agent_env = {
+            **env,
+            "GPUCLUB_AGENT_TOKEN": token,
+            "GPUCLUB_JOURNAL": str(ROOT / "data" / "demo" / "bills.jsonl"),
+        }
         command = [str(Path(sys.executable).parent / "gpuclub-agent"), "--hub", settings.public_url]
         with run([*command, "--upstream", f"{upstream.url}/v1", "--name", "demo-gpu"], env=agent_env) as agent:
             agent.wait_for(r"connected to the hub")
