@@ -8,6 +8,7 @@ import contextlib
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -156,6 +157,12 @@ def cmd_agent_clear(settings: Settings, args: argparse.Namespace) -> str:
     return _run(settings, job)
 
 
+def cmd_backup(settings: Settings, args: argparse.Namespace) -> str:
+    from hub.backup import backup
+
+    return backup(settings, Path(args.directory))
+
+
 def cmd_invite_create(settings: Settings, args: argparse.Namespace) -> str:
     role = accounts.parse_role(args.role)
     uses = parse_count(args.uses, what="number of uses", high=10_000)
@@ -180,6 +187,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.set_defaults(func=cmd_serve)
     commands.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    saved = commands.add_parser("backup", help="copy the database and the secret key into a new directory")
+    saved.add_argument("directory")
+    saved.set_defaults(func=cmd_backup)
 
     member = commands.add_parser("member", help="manage members").add_subparsers(dest="action", required=True)
     add = member.add_parser("add", help="add a member by email")
