@@ -28,7 +28,6 @@ WELCOME_TIMEOUT = 10.0
 DEFAULT_HEARTBEAT = 15.0
 DRAIN_TIMEOUT = 120.0
 WINDOW_WAIT = 600.0
-MAX_BILL = 8192  # characters; the hub's are under 1,500
 
 TOKEN_REJECTED = "the hub rejected the agent token: create a new one on the My GPUs page"  # noqa: S105 - a message, not a secret
 REPLACED = (
@@ -271,7 +270,7 @@ class Session:
                 await self.send("end", id=message["id"], error="cancelled")
         elif kind == "bill":
             request_id, bill = message.get("id"), message.get("bill")
-            if valid_id(request_id) and isinstance(bill, str) and len(bill) <= MAX_BILL:
+            if valid_id(request_id) and isinstance(bill, str) and len(bill) <= protocol.MAX_BILL:
                 self.agent.journal.keep(str(request_id), bill)
         elif kind == "written":
             ids = message.get("ids")

@@ -167,6 +167,7 @@ class Link:
     # Which APIs serve each model (agent.protocol.APIS); a model without an entry serves the legacy three.
     apis: dict[str, frozenset[str]] = field(default_factory=dict)
     max_request_frame: int = protocol.MAX_FRAME  # what the agent accepts (newer agents: MAX_REQUEST_FRAME)
+    bills_sent_back: int = 0  # on this connection (at most protocol.MAX_BILLS_PER_CONNECTION)
 
     def serves(self, model: str, api: str = CHAT) -> bool:
         return model in self.models and api in self.apis.get(model, LEGACY)

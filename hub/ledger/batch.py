@@ -35,6 +35,10 @@ async def settle_many(db: AsyncSession, charges: Sequence[Charge]) -> dict[int, 
     A consumer is never taken below zero: anything beyond their balance is not charged (policy: balances stay at
     or above zero), counting the requests before it in the same batch.
     """
+    first: dict[str, Charge] = {}
+    for charge in charges:  # one charge per request, however often it was queued
+        first.setdefault(charge.request_id, charge)
+    charges = list(first.values())
     users = {c.consumer_id for c in charges} | {c.provider_id for c in charges if c.provider_id is not None}
     accounts, balance = await _member_accounts(db, users)
     postings: list[tuple[Charge, int, int]] = []  # (charge, what was charged, the club's fee)

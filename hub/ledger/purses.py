@@ -37,7 +37,7 @@ class Purse:
     read_at: float
     version: int = 0  # changes whenever the writer sets the balance; a read that started before is dropped
     holds: dict[str, tuple[int, float]] = field(default_factory=dict)  # call id -> (amount, expires at)
-    known_at: float = field(default_factory=time.monotonic)  # balance last read or written (`stale` keeps it)
+    known_at: float = field(default_factory=time.monotonic)  # balance last read or written (`stale` forgets it)
     held: int = 0
     unwritten: int = 0  # charged to finished requests, not yet written
 
@@ -97,7 +97,8 @@ class Purses:
         Call it after the change is committed; a read already under way is dropped (its number may be older).
         """
         if (purse := self.purses.get(user_id)) is not None:
-            purse.read_at = float("-inf")
+            # Not known any more either: during an outage the old number would be served as if unchanged.
+            purse.read_at = purse.known_at = float("-inf")
             purse.version += 1
 
     def stale_all(self) -> None:

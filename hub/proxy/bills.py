@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent import protocol
 from hub.ledger.batch import Charge
-from hub.proxy.recorder import Finished, Recorder
+from hub.proxy.recorder import Finished, Recorder, request_of
 from hub.runtime import Tunnels
 
 if TYPE_CHECKING:
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("gpuclub")
 
 BILL_DAYS = 7
-MAX_BILL = 4096  # characters of one signed bill; ours are under 1,500
 
 
 class BadBill(ValueError):
@@ -59,12 +58,13 @@ class Bills:
             "charge": asdict(finished.charge) if finished.charge else None,
             "usage": usage or None,
         }
-        data = base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
+        raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        data = base64.urlsafe_b64encode(raw).decode()
         return f"{data}.{self._mac(data)}"
 
     def verify(self, agent_id: int, bill: object, *, now: float | None = None) -> Finished:
         """The request a bill describes, to be written again; raises BadBill for anything else."""
-        if not isinstance(bill, str) or len(bill) > MAX_BILL or bill.count(".") != 1:
+        if not isinstance(bill, str) or len(bill) > protocol.MAX_BILL or bill.count(".") != 1:
             raise BadBill("not a bill")
         data, mac = bill.split(".")
         if not hmac.compare_digest(mac, self._mac(data)):
@@ -88,18 +88,12 @@ class Bills:
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
-def request_id(finished: Finished) -> str:
-    if finished.charge is not None:
-        return finished.charge.request_id
-    return str((finished.usage or {}).get("request_id", ""))
-
-
 def confirm(registry: Tunnels, written: Iterable[Finished]) -> None:
     """Tell each agent which of its bills are written now, so it can forget them (one frame per agent)."""
     by_agent: defaultdict[int, list[str]] = defaultdict(list)
     for finished in written:
         if finished.agent_id is not None:
-            by_agent[finished.agent_id].append(request_id(finished))
+            by_agent[finished.agent_id].append(request_of(finished))
     for agent_id, ids in by_agent.items():
         if (link := registry.get(agent_id)) is not None:
             link.post(protocol.text("written", ids=ids))
@@ -121,12 +115,15 @@ def entries(message: dict[str, Any]) -> list[tuple[str, object]]:
 def replay(bills: Bills, recorder: Recorder, link: Link, sent: list[tuple[str, object]]) -> None:
     """An agent sent back bills not yet confirmed: queue the good ones, and confirm the bad ones at once (they
     will never be written, so the agent may forget them)."""
+    link.bills_sent_back += len(sent)
+    if link.bills_sent_back > protocol.MAX_BILLS_PER_CONNECTION:
+        raise ValueError(f"more than {protocol.MAX_BILLS_PER_CONNECTION} bills sent back on one connection")
     refused: list[str] = []
     reason = ""
     for bill_id, bill in sent:
         try:
             finished = bills.verify(link.agent_id, bill)
-            if request_id(finished) != bill_id:
+            if request_of(finished) != bill_id:
                 raise BadBill("its id is not the request's")
         except BadBill as exc:
             refused.append(bill_id)

@@ -173,7 +173,7 @@ class StreamMeter:
     relayed: Relayed = field(default_factory=Relayed)
     pending: bytearray = field(default_factory=bytearray, repr=False)
     scanned: int = 0  # how much of `pending` is known to hold no event boundary
-    ended: bool = False  # the stream's last event came (`[DONE]`, `message_stop`…): what follows is held back
+    ended: bool = False  # the stream's last event came (`[DONE]`, `message_stop`…): it is held back, the rest dropped
     held: bytearray = field(default_factory=bytearray, repr=False)
 
     def feed(self, data: bytes) -> bytes:
@@ -185,9 +185,11 @@ class StreamMeter:
         while match := _BOUNDARY.search(self.pending, max(start, self.scanned - 3)):
             event = bytes(self.pending[start : match.end()])
             start = self.scanned = match.end()
+            if self.ended:
+                continue  # nothing after the answer's last event is passed on, nor kept (a provider could flood)
             if self._keep(event):
                 if self.ended:
-                    self.held += event  # the client gets it once the bill is safe (`release`)
+                    self.held += event  # the last event: the client gets it once the bill is safe (`release`)
                 else:
                     out.append(event)
         if start:
@@ -202,7 +204,8 @@ class StreamMeter:
         rest = bytes(self.pending)
         self.pending.clear()
         self.scanned = 0
-        return self.release() + (rest if rest.strip() and self._keep(rest) else b"")
+        over = self.ended  # then `rest` came after the last event
+        return self.release() + (rest if not over and rest.strip() and self._keep(rest) else b"")
 
     def release(self) -> bytes:
         """The held-back end of the stream, for the client."""

@@ -54,13 +54,16 @@ class Recorder:
         self.task: asyncio.Task[None] | None = None
         self.stopped = False
         self.on_written: Callable[[list[Finished]], None] = lambda written: None  # hub.proxy.bills.confirm
+        self.ids: set[str] = set()  # the request ids queued or being written: a bill sent back joins none of them
 
     def add(self, finished: Finished) -> None:
         if self.stopped:
             log.error("a request finished after the hub stopped writing; its cost and usage are not recorded")
             return
-        if finished.replayed and _queued(self.queue, finished):
-            return  # the agent reconnected while the first copy waits here; that one is written and confirmed
+        request_id = request_of(finished)
+        if finished.replayed and request_id in self.ids:
+            return  # the first copy waits here or is being written; it is confirmed to the same agent
+        self.ids.add(request_id)
         self.queue.append(finished)
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(self._loop())
@@ -74,8 +77,10 @@ class Recorder:
         async with self.writing:
             queued, self.queue = self.queue, []
             for start in range(0, len(queued), BATCH):
+                batch = queued[start : start + BATCH]
                 try:
-                    await self._write(queued[start : start + BATCH])
+                    await self._write(batch)
+                    self.ids.difference_update(request_of(item) for item in batch)
                 except Exception:
                     # The database is away (or something else went wrong): keep what is not written, in order,
                     # ahead of what finished meanwhile; the costs stay reserved; the next round tries again.
@@ -129,11 +134,20 @@ class Recorder:
     async def _write(self, batch: list[Finished]) -> None:
         charges = [item.charge for item in batch if item.charge is not None]
         rows = [item.usage for item in batch if item.usage is not None]
+        replayed = any(item.replayed for item in batch)
         try:
             async with self.database.session() as db:
                 if rows:  # first: on SQLite this takes the write lock before the balances are read
                     # A request written before (an agent's bill sent again) keeps its first row.
-                    await db.exec(insert_ignoring_duplicates(db, UsageRecord.__table__), params=rows)  # type: ignore[attr-defined]
+                    table = UsageRecord.__table__  # type: ignore[attr-defined]
+                    statement = insert_ignoring_duplicates(db, table)
+                    if replayed:  # which rows are new: only those bills may still charge (a waived one stays so)
+                        statement = statement.returning(table.c.request_id)
+                    done = await db.exec(statement, params=rows)
+                    if replayed:
+                        fresh = {str(row[0]) for row in done.all()}
+                        again = {item.charge.request_id for item in batch if item.replayed and item.charge}
+                        charges = [c for c in charges if c.request_id in fresh or c.request_id not in again]
                 balances = await settle_many(db, charges) if charges else {}
                 await db.commit()
         except (IntegrityError, DataError):
@@ -152,6 +166,7 @@ class Recorder:
         self.on_written(batch)
 
 
-def _queued(queue: list[Finished], finished: Finished) -> bool:
-    ids = {item.charge.request_id if item.charge else (item.usage or {}).get("request_id") for item in queue}
-    return (finished.charge.request_id if finished.charge else (finished.usage or {}).get("request_id")) in ids
+def request_of(finished: Finished) -> str:
+    if finished.charge is not None:
+        return finished.charge.request_id
+    return str((finished.usage or {}).get("request_id", ""))

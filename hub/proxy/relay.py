@@ -252,13 +252,14 @@ class Proxy:
                     out = meter.feed(part)
                 except (AgentLost, HubError) as exc:
                     finished = True
-                    if meter.ended and isinstance(exc, AgentLost):
-                        break  # the answer is whole; only the agent's `end` is missing
                     error = str(exc) or "the GPU stopped"
                     yield call.api.error_event(f"The GPU serving '{call.model}' stopped mid-answer: {error}.")
                     break
                 if out:
                     yield out
+                if meter.ended:
+                    finished = True
+                    break  # the answer is whole: settle now, whatever the agent sends after it
             if not error:
                 # The end of the stream (`[DONE]`…) waits until the bill is with the agent: a crash of the hub
                 # from here on loses no charge for an answer the client has whole.

@@ -74,3 +74,17 @@ def test_many_small_fragments_are_kept_as_one_text_for_the_tokenizer() -> None:
 
     assert relayed.texts is not None and len(relayed.texts) <= 257
     assert "".join(relayed.texts) == "a" * 2000
+
+
+def test_the_last_event_is_held_back_and_nothing_after_it_is_kept() -> None:
+    meter = StreamMeter(API, strip_usage=False)
+    first = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+
+    out = meter.feed(first + b"data: [DONE]\n\n")
+    for _ in range(100):  # a provider flooding after the end
+        out += meter.feed(b'data: {"choices":[{"index":0,"delta":{"content":"' + b"x" * 60_000 + b'"}}]}\n\n')
+
+    assert out == first
+    assert bytes(meter.held) == b"data: [DONE]\n\n"
+    assert meter.flush() == b"data: [DONE]\n\n"
+    assert meter.relayed.text_chars == 2
