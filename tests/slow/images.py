@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.processes import stop
+
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 SUITE = "bookworm"
 PACKAGE_CACHE = Path("/var/cache/gpuclub-debootstrap")
@@ -145,12 +147,7 @@ def dockerd(log_dir: Path, timeout: float = 60) -> Iterator[None]:
         _wait_for_daemon(process, log_dir / "dockerd.log", timeout)
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, 30)
         log.close()
 
 

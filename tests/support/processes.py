@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 def free_port() -> int:
@@ -74,6 +74,16 @@ def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
     lines.put(None)
 
 
+def stop(process: subprocess.Popen[Any], grace: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `grace` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextmanager
 def run(command: Sequence[str], *, env: Mapping[str, str], cwd: Path | None = None) -> Iterator[Running]:
     process = subprocess.Popen(
@@ -92,11 +102,6 @@ def run(command: Sequence[str], *, env: Mapping[str, str], cwd: Path | None = No
     try:
         yield Running(process, lines)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, 10)
         pump.join(timeout=10)
         process.stdout.close()
