@@ -69,6 +69,7 @@ class Settings:
     drain_seconds: float = 30.0  # on SIGTERM, how long requests in flight may take to finish
     outage_seconds: float = 300.0  # while the database is away, how old what /v1 serves from memory may be
     trusted_proxies: str = "127.0.0.1"  # whose X-Forwarded-For/-Proto the hub believes (uvicorn's list)
+    log_retention_days: int = 90  # how long request log rows are kept (0: forever); rollups and the ledger stay
     log_level: str = "INFO"
     templates_dir: Path = ROOT / "templates"
     static_dir: Path = ROOT / "static"
@@ -122,6 +123,7 @@ class Settings:
             drain_seconds=env.number("GPUCLUB_DRAIN_SECONDS", 30.0, low=0, high=3600),
             outage_seconds=env.number("GPUCLUB_OUTAGE_SECONDS", 300.0, low=0, high=86400),
             trusted_proxies=env.get("GPUCLUB_TRUSTED_PROXIES") or "127.0.0.1",
+            log_retention_days=env.integer("GPUCLUB_LOG_RETENTION_DAYS", 90, low=0, high=36500),
             log_level=(env.get("GPUCLUB_LOG_LEVEL") or "INFO").upper(),
         )
 

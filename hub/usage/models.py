@@ -15,6 +15,8 @@ class UsageRecord(SQLModel, table=True):
     __table_args__ = (
         Index("ix_usage_user_created", "user_id", "created_at"),
         Index("ix_usage_agent_created", "agent_id", "created_at"),
+        Index("ix_usage_key_created", "key_id", "created_at"),
+        Index("ix_usage_created", "created_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -38,4 +40,6 @@ class UsageRecord(SQLModel, table=True):
     ttft_ms: int | None = None
     duration_ms: int = 0
     error: str = Field(default="", max_length=300)
+    cost: int = Field(default=0, sa_type=BigInteger)  # micro-credits charged to the member (club fee included)
+    earned: int = Field(default=0, sa_type=BigInteger)  # micro-credits paid to the GPU's owner
     created_at: datetime = Field(default_factory=utcnow)
