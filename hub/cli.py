@@ -25,9 +25,10 @@ from hub.files import guard_data_dir
 from hub.invitations import service as invitations
 from hub.keys import service as keys
 from hub.keys.trust import Trust
-from hub.parsing import parse_count, parse_credits, parse_duration
+from hub.parsing import normalize_email, parse_count, parse_credits, parse_duration
 from hub.runtime import runtime_of
 from hub.settings import Settings
+from hub.signin import links
 
 OWNER_LINK_MINUTES = 24 * 60
 
@@ -129,9 +130,11 @@ def cmd_key_create(settings: Settings, args: argparse.Namespace) -> str:
 
 
 def cmd_login_link(settings: Settings, args: argparse.Namespace) -> str:
+    email = normalize_email(args.email)
+
     async def job(db: Any) -> str:
-        user = await _active_member(db, args.email)
-        token = await accounts.create_login_link(db, user, minutes=settings.login_link_minutes)
+        # A member's link, or for someone invited (`invite create --email`) one that makes them a member.
+        token = await links.link_for_cli(db, email, minutes=settings.login_link_minutes)
         return settings.url(f"/login/{token}")
 
     return _run(settings, job)
@@ -171,7 +174,14 @@ def cmd_invite_create(settings: Settings, args: argparse.Namespace) -> str:
 
     async def job(db: Any) -> str:
         _, token = await invitations.create_invitation(
-            db, None, role=role, max_uses=uses, expires_in=expires, note=args.note or "", credits=credits
+            db,
+            None,
+            role=role,
+            max_uses=uses,
+            expires_in=expires,
+            note=args.note or "",
+            credits=credits,
+            email=args.email or "",
         )
         return settings.url(f"/invite/{token}")
 
@@ -215,7 +225,9 @@ def parser() -> argparse.ArgumentParser:
     )
     create.set_defaults(func=cmd_key_create)
 
-    link = commands.add_parser("login-link", help="print a one-time, short-lived sign-in URL")
+    link = commands.add_parser(
+        "login-link", help="print a one-time, short-lived sign-in URL for a member or someone invited by email"
+    )
     link.add_argument("email")
     link.set_defaults(func=cmd_login_link)
 
@@ -240,6 +252,7 @@ def parser() -> argparse.ArgumentParser:
     new.add_argument("--expires", default="7d", help="30m, 12h, 7d, 2w or never")
     new.add_argument("--note")
     new.add_argument("--credits", default="0", help="starting credits for each newcomer")
+    new.add_argument("--email", help="for this person only; `gpuclub login-link EMAIL` then makes their sign-in link")
     new.set_defaults(func=cmd_invite_create)
     return top
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from email.utils import parseaddr
 
 from hub.errors import BadRequest
 
 _DURATION = re.compile(r"^\s*(\d{1,5})\s*([mhdw])\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
+_UNSAFE = re.compile(r'[,<>()";:\\\[\]\s]')
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
 
@@ -36,8 +38,10 @@ def parse_count(text: str | int, *, what: str, low: int = 1, high: int = 1_000_0
 
 
 def normalize_email(text: str) -> str:
+    """A plain address (`ada.l+gpus@lab.example.org`), lower-cased; nothing that an email header would read as more
+    than one address, a display name or a comment (`,<>()";:\\[]`, spaces), so a link goes to that mailbox only."""
     email = text.strip().lower()
-    if not _EMAIL.match(email):
+    if not _EMAIL.match(email) or _UNSAFE.search(email) or parseaddr(email)[1] != email:
         raise BadRequest(f"{text.strip()!r} is not an email address.")
     return email
 

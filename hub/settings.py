@@ -1,15 +1,19 @@
 """The one place that reads the environment.
 
 Every setting is a field of `Settings`; `Settings.from_env()` builds it once at start-up and a bad value fails
-there with a message naming the variable. Secrets also accept a `*_FILE` variant.
+there with a message naming the variable. Secrets also accept a `*_FILE` variant. The server and the command line
+also read `$GPUCLUB_DATA_DIR/gpuclub.env` (KEY=VALUE lines); a variable set in the environment (not empty) wins
+over the file.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.utils import parseaddr
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -44,6 +48,44 @@ class StripeSettings:
     api_base: str = STRIPE_API_BASE
 
 
+SMTP_TLS = ("starttls", "tls", "none")
+SMTP_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+ENV_FILE = "gpuclub.env"
+_SECRETS = (  # also read from a file named by NAME_FILE
+    "DATABASE_URL",
+    "SECRET_KEY",
+    "GITHUB_CLIENT_SECRET",
+    "GOOGLE_CLIENT_SECRET",
+    "OIDC_CLIENT_SECRET",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "SMTP_PASSWORD",
+)
+_PLAIN = (  # noqa: SIM905 (a list of 28 names, one a line, would be longer than it is useful)
+    "PUBLIC_URL HOST PORT CLUB_NAME GITHUB_CLIENT_ID GOOGLE_CLIENT_ID OIDC_CLIENT_ID OIDC_DISCOVERY_URL OIDC_LABEL "
+    "STRIPE_API_BASE SMTP_HOST SMTP_PORT SMTP_USERNAME SMTP_FROM SMTP_TLS SESSION_DAYS MAX_BODY_BYTES "
+    "MAX_ANSWER_BYTES QUEUE_PER_MEMBER QUEUE_WAIT_SECONDS UPSTREAM_TIMEOUT AGENT_HEARTBEAT PROBE_MINUTES "
+    "DRAIN_SECONDS OUTAGE_SECONDS TRUSTED_PROXIES LOG_RETENTION_DAYS LOG_LEVEL"
+).split()
+# Every name the env file may set (what `Settings.from_env` reads, but GPUCLUB_DATA_DIR), so a typo fails loudly.
+KNOWN = frozenset(
+    [f"GPUCLUB_{name}" for name in _PLAIN] + [f"GPUCLUB_{name}{end}" for name in _SECRETS for end in ("", "_FILE")]
+)
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """Where sign-in emails go out: `tls` is starttls (upgrade after connecting), tls (TLS from the start) or none."""
+
+    host: str
+    from_address: str
+    port: int = 587
+    tls: str = "starttls"
+    username: str | None = None
+    password: str | None = None
+    timeout: float = 30.0
+
+
 @dataclass(frozen=True)
 class Settings:
     secret_key: str
@@ -57,6 +99,7 @@ class Settings:
     google: OAuthClientSettings | None = None
     oidc: OidcSettings | None = None
     stripe: StripeSettings | None = None
+    smtp: SmtpSettings | None = None
     session_days: int = 30
     login_link_minutes: int = 15
     max_body_bytes: int = 4 * 1024 * 1024
@@ -80,6 +123,11 @@ class Settings:
         return self.stripe is not None
 
     @property
+    def email_enabled(self) -> bool:
+        """Sign-in links can be sent by email (SMTP is configured)."""
+        return self.smtp is not None
+
+    @property
     def secure_cookies(self) -> bool:
         return self.public_url.startswith("https://")
 
@@ -89,8 +137,10 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = _Env(os.environ if environ is None else environ)
-        data_dir = Path(env.get("GPUCLUB_DATA_DIR") or "data")
+        """The settings from `environ` (the process's environment), over those of the data directory's env file."""
+        environ = os.environ if environ is None else environ
+        data_dir = Path(environ.get("GPUCLUB_DATA_DIR", "").strip() or "data")
+        env = _Env(merge_env(read_env_file(data_dir / ENV_FILE), environ))
         database_url = normalize_database_url(
             env.secret("GPUCLUB_DATABASE_URL") or f"sqlite:///{data_dir / 'gpuclub.db'}"
         )
@@ -110,6 +160,7 @@ class Settings:
             google=env.oauth_client("GOOGLE"),
             oidc=env.oidc(),
             stripe=env.stripe(),
+            smtp=env.smtp(),
             session_days=env.integer("GPUCLUB_SESSION_DAYS", 30, low=1, high=365),
             max_body_bytes=env.integer("GPUCLUB_MAX_BODY_BYTES", 4 * 1024 * 1024, low=1024, high=16 * 1024 * 1024),
             max_answer_bytes=env.integer(
@@ -208,6 +259,87 @@ class _Env:
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"GPUCLUB_STRIPE_API_BASE must be an http(s) URL, got {api_base!r}")
         return StripeSettings(secret_key, webhook_secret, api_base)
+
+    def smtp(self) -> SmtpSettings | None:
+        host = self.get("GPUCLUB_SMTP_HOST")
+        names = ("PORT", "USERNAME", "PASSWORD", "PASSWORD_FILE", "FROM", "TLS")
+        if host is None:
+            given = [f"GPUCLUB_SMTP_{name}" for name in names if self.get(f"GPUCLUB_SMTP_{name}")]
+            if given:
+                raise ConfigError(f"GPUCLUB_SMTP_HOST must be set when {', '.join(given)} is")
+            return None
+        tls = (self.get("GPUCLUB_SMTP_TLS") or "starttls").lower()
+        if tls not in SMTP_TLS:
+            raise ConfigError(f"GPUCLUB_SMTP_TLS must be starttls, tls or none, got {tls!r}")
+        sender = self.get("GPUCLUB_SMTP_FROM")
+        if sender is None:
+            raise ConfigError("GPUCLUB_SMTP_FROM must be set with GPUCLUB_SMTP_HOST (the address emails come from)")
+        if "@" not in parseaddr(sender)[1] or "\n" in sender or "\r" in sender:
+            raise ConfigError(f"GPUCLUB_SMTP_FROM must be an email address such as hub@lab.example.org, got {sender!r}")
+        username, password = self.get("GPUCLUB_SMTP_USERNAME"), self.secret("GPUCLUB_SMTP_PASSWORD")
+        if (username is None) != (password is None):
+            raise ConfigError("GPUCLUB_SMTP_USERNAME and GPUCLUB_SMTP_PASSWORD must be set together")
+        port = self.integer("GPUCLUB_SMTP_PORT", SMTP_PORTS[tls], low=1, high=65535)
+        return SmtpSettings(host, sender, port=port, tls=tls, username=username, password=password)
+
+
+_ENV_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines (`export` allowed, # comments, values in single or double quotes); none if there is no file.
+
+    A line that is none of these fails with the file and the line number, so a typo never passes silently.
+    """
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc.strerror}") from exc
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _ENV_LINE.match(line)
+        if match is None:
+            # The line is not shown: it could be a secret pasted on a line of its own.
+            raise ConfigError(f"{path}, line {number}: expected NAME=value, a # comment or nothing")
+        name, value = match.group(1), _env_value(match.group(2))
+        if value is None:
+            raise ConfigError(f"{path}, line {number}: the quoted value of {name} is not closed")
+        if not name.startswith("GPUCLUB_"):  # not shown either: `NAME` may be the start of a pasted secret
+            raise ConfigError(f"{path}, line {number}: the setting's name does not start with GPUCLUB_")
+        if name == "GPUCLUB_DATA_DIR":
+            raise ConfigError(f"{path}, line {number}: GPUCLUB_DATA_DIR cannot be set in the file inside it")
+        if name not in KNOWN:
+            raise ConfigError(f"{path}, line {number}: no setting is called {name} (is it misspelt?)")
+        values[name] = value
+    return values
+
+
+def merge_env(file: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
+    """The file's values under the environment's: a variable set (not empty) in the environment wins over the
+    file, and for a secret either spelling there (NAME or NAME_FILE) wins over either in the file."""
+    given = {name: value for name, value in environ.items() if value.strip()}
+    kept = {name: value for name, value in file.items() if not given.keys() & _spellings(name)}
+    return kept | given
+
+
+def _spellings(name: str) -> set[str]:
+    plain = name.removesuffix("_FILE")
+    return {name, plain, f"{plain}_FILE"}
+
+
+def _env_value(text: str) -> str | None:
+    """The value after `=`: quoted (the quotes removed, # kept), or plain up to a ` #` comment; None: unclosed."""
+    if text[:1] in ("'", '"'):
+        end = text.find(text[0], 1)
+        if end < 0 or text[end + 1 :].strip()[:1] not in ("", "#"):
+            return None
+        return text[1:end]
+    return re.split(r"\s+#", text, maxsplit=1)[0].strip()
 
 
 def normalize_database_url(url: str) -> str:

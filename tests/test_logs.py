@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-import httpx
+import logging
 
+import httpx
+import pytest
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from hub.accounts import service as accounts
+from hub.signin import links
 from tests.support.hub import LiveHub
+from tests.support.people import person, text_of
 
 
 def test_secrets_in_urls_headers_and_cookies_stay_out_of_the_log(hub_process: LiveHub) -> None:
@@ -30,3 +37,26 @@ def test_secrets_in_urls_headers_and_cookies_stay_out_of_the_log(hub_process: Li
     assert '"GET /login/[redacted]' in log and '"GET /invite/[redacted]' in log
     for secret in (setup_token, key, login.rsplit("/", 1)[1], invite.rsplit("/", 1)[1], session, "secret-code"):
         assert secret not in log
+
+
+async def test_an_unexpected_error_on_a_link_logs_the_path_without_its_token(
+    client: httpx.AsyncClient, db: AsyncSession, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kim = await person(db, "kim@lab.example.org")
+    token = await accounts.create_login_link(db, kim, minutes=15)
+
+    async def broken(db: AsyncSession, token: str) -> None:  # any unexpected failure while following the link
+        raise RuntimeError("deadlock detected")
+
+    monkeypatch.setattr(links, "follow", broken)
+    gpuclub = logging.getLogger("gpuclub")
+    gpuclub.addHandler(caplog.handler)  # the app's logging set-up took pytest's handler off the root logger
+    try:
+        answer = await client.get(f"/login/{token}")
+    finally:
+        gpuclub.removeHandler(caplog.handler)
+
+    assert answer.status_code == 500 and "Something went wrong on our side" in text_of(answer.text)
+    said = [record.getMessage() for record in caplog.records if record.name == "gpuclub"]
+    assert set(said) == {"unhandled RuntimeError on GET /login/[redacted]"}
+    assert not any(token in record.getMessage() for record in caplog.records if record.name == "gpuclub")

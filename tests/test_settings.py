@@ -94,3 +94,93 @@ def test_secrets_can_come_from_files(tmp_path: Path) -> None:
 def test_a_bad_value_names_the_variable(tmp_path: Path, env: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError, match=variable):
         Settings.from_env({"GPUCLUB_DATA_DIR": str(tmp_path), **env})
+
+
+def test_smtp_is_off_by_default_and_its_port_follows_the_tls_mode(tmp_path: Path) -> None:
+    assert Settings.from_env({"GPUCLUB_DATA_DIR": str(tmp_path)}).smtp is None
+    base = {"GPUCLUB_DATA_DIR": str(tmp_path), "GPUCLUB_SMTP_HOST": "mail.lab", "GPUCLUB_SMTP_FROM": "hub@lab.org"}
+    (tmp_path / "smtp").write_text("s3cret\n")
+
+    starttls = Settings.from_env(base).smtp
+    tls = Settings.from_env(
+        {
+            **base,
+            "GPUCLUB_SMTP_TLS": "TLS",
+            "GPUCLUB_SMTP_USERNAME": "hub",
+            "GPUCLUB_SMTP_PASSWORD_FILE": f"{tmp_path}/smtp",
+        }
+    ).smtp
+
+    assert starttls is not None and (starttls.port, starttls.tls, starttls.username) == (587, "starttls", None)
+    assert tls is not None and (tls.port, tls.tls, tls.username, tls.password) == (465, "tls", "hub", "s3cret")
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"GPUCLUB_SMTP_FROM": "hub@lab.org"}, "GPUCLUB_SMTP_HOST"),
+        ({"GPUCLUB_SMTP_HOST": "mail.lab"}, "GPUCLUB_SMTP_FROM"),
+        ({"GPUCLUB_SMTP_HOST": "mail.lab", "GPUCLUB_SMTP_FROM": "not an address"}, "GPUCLUB_SMTP_FROM"),
+        ({"GPUCLUB_SMTP_HOST": "m", "GPUCLUB_SMTP_FROM": "h@l.org", "GPUCLUB_SMTP_TLS": "ssl"}, "GPUCLUB_SMTP_TLS"),
+        ({"GPUCLUB_SMTP_HOST": "m", "GPUCLUB_SMTP_FROM": "h@l.org", "GPUCLUB_SMTP_PORT": "0"}, "GPUCLUB_SMTP_PORT"),
+        ({"GPUCLUB_SMTP_HOST": "m", "GPUCLUB_SMTP_FROM": "h@l.org", "GPUCLUB_SMTP_USERNAME": "u"}, "PASSWORD"),
+    ],
+    ids=["no-host", "no-from", "bad-from", "bad-tls", "bad-port", "user-without-password"],
+)
+def test_a_bad_smtp_setting_names_the_variable(tmp_path: Path, env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env({"GPUCLUB_DATA_DIR": str(tmp_path), **env})
+
+
+def test_the_data_dirs_env_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
+    (tmp_path / "gpuclub.env").write_text(
+        "# the club's hub\n"
+        "export GPUCLUB_PUBLIC_URL='https://gpus.lab.example.org'\n"
+        'GPUCLUB_CLUB_NAME="Night # Owls"  # quoted: the # stays\n'
+        "GPUCLUB_PORT=9000 # a comment\n\n"
+    )
+
+    from_file = Settings.from_env({"GPUCLUB_DATA_DIR": str(tmp_path)})
+    overridden = Settings.from_env({"GPUCLUB_DATA_DIR": str(tmp_path), "GPUCLUB_PORT": "9100"})
+
+    assert (from_file.public_url, from_file.club_name, from_file.port) == (
+        "https://gpus.lab.example.org",
+        "Night # Owls",
+        9000,
+    )
+    assert overridden.port == 9100 and overridden.public_url == "https://gpus.lab.example.org"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("GPUCLUB_PORT", "line 2: expected NAME=value"),
+        ("GPUCLUB_CLUB_NAME='Night Owls", "line 2: the quoted value of GPUCLUB_CLUB_NAME is not closed"),
+        ("PORT=9000", "line 2: the setting's name does not start with GPUCLUB_$"),
+        ("c2VjcmV0LXNtdHA=", "line 2: the setting's name does not start with GPUCLUB_$"),  # a pasted secret
+        ("GPUCLUB_SMTP_HOTS=mail.lab", r"line 2: no setting is called GPUCLUB_SMTP_HOTS \(is it misspelt\?\)"),
+        ("GPUCLUB_DATA_DIR=/elsewhere", "line 2: GPUCLUB_DATA_DIR cannot be set"),
+    ],
+    ids=["no-equals", "open-quote", "not-gpuclub", "secret", "unknown", "data-dir"],
+)
+def test_a_bad_line_in_the_env_file_names_the_file_and_the_line(tmp_path: Path, line: str, message: str) -> None:
+    (tmp_path / "gpuclub.env").write_text(f"# settings\n{line}\n")
+
+    with pytest.raises(ConfigError, match=f"{tmp_path / 'gpuclub.env'}, {message}"):
+        Settings.from_env({"GPUCLUB_DATA_DIR": str(tmp_path)})
+
+
+def test_an_empty_variable_does_not_hide_the_file_and_either_spelling_in_the_environment_wins(tmp_path: Path) -> None:
+    (tmp_path / "password").write_text("from-the-file's-file\n")
+    (tmp_path / "gpuclub.env").write_text(
+        "GPUCLUB_PUBLIC_URL=https://gpus.lab.example.org\nGPUCLUB_SMTP_HOST=mail.lab\nGPUCLUB_SMTP_FROM=hub@lab\n"
+        f"GPUCLUB_SMTP_USERNAME=hub\nGPUCLUB_SMTP_PASSWORD_FILE={tmp_path / 'password'}\n"
+    )
+    base = {"GPUCLUB_DATA_DIR": str(tmp_path), "GPUCLUB_PUBLIC_URL": "", "GPUCLUB_SMTP_HOST": " "}
+
+    from_file = Settings.from_env(base)
+    from_env = Settings.from_env(base | {"GPUCLUB_SMTP_PASSWORD": "from-the-environment"})
+
+    assert from_file.public_url == "https://gpus.lab.example.org" and from_file.smtp is not None
+    assert (from_file.smtp.host, from_file.smtp.password) == ("mail.lab", "from-the-file's-file")
+    assert from_env.smtp is not None and from_env.smtp.password == "from-the-environment"

@@ -89,7 +89,11 @@ class WebSession(SQLModel, table=True):
 
 
 class LoginLink(SQLModel, table=True):
-    """A one-time sign-in link; with no user it is the first-start link that makes its opener the owner."""
+    """A one-time sign-in link; with no user it is the first-start link that makes its opener the owner.
+
+    A link for someone invited who is not a member yet names the invitation and the address it was sent to (or
+    made for): following it makes them a member as the invitation says.
+    """
 
     __tablename__ = "login_links"
 
@@ -99,3 +103,5 @@ class LoginLink(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
     used_at: datetime | None = None
+    invitation_id: int | None = Field(default=None, foreign_key="invitations.id", ondelete="CASCADE")
+    email: str | None = Field(default=None, max_length=320)

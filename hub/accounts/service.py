@@ -14,6 +14,9 @@ from hub.db import utcnow
 from hub.errors import BadRequest, Conflict, Forbidden, NotFound
 from hub.parsing import clean_text, normalize_email
 
+LINK_NOT_VALID = "This sign-in link is not valid: it was already used, has expired, or was mistyped."
+NOT_ACTIVE = "This account is suspended or was removed. Ask an admin."
+
 
 def parse_role(text: str) -> Role:
     try:
@@ -91,13 +94,18 @@ async def end_session(db: AsyncSession, token: str) -> None:
 # One-time links ------------------------------------------------------------------------------------------
 
 
-async def create_login_link(db: AsyncSession, user: User | None, *, minutes: int) -> str:
-    """A single-use sign-in token for `user`; with no user, the first-start link that claims ownership."""
+async def create_login_link(
+    db: AsyncSession, user: User | None, *, minutes: int, invitation_id: int | None = None, email: str | None = None
+) -> str:
+    """A single-use sign-in token for `user`; with no user, the first-start link that claims ownership, or (with
+    `invitation_id` and `email`) the link that makes someone invited a member when they follow it."""
     token = tokens.new_secret("gpl")
     link = LoginLink(
         token_hash=tokens.digest(token),
         user_id=user.id if user else None,
         expires_at=utcnow() + timedelta(minutes=minutes),
+        invitation_id=invitation_id,
+        email=email,
     )
     db.add(link)
     await db.commit()
@@ -107,7 +115,7 @@ async def create_login_link(db: AsyncSession, user: User | None, *, minutes: int
 async def peek_login_link(db: AsyncSession, token: str) -> LoginLink:
     link = (await db.exec(select(LoginLink).where(LoginLink.token_hash == tokens.digest(token)))).first()
     if link is None or link.used_at is not None or link.expires_at <= utcnow():
-        raise NotFound("This sign-in link is not valid: it was already used, has expired, or was mistyped.")
+        raise NotFound(LINK_NOT_VALID)
     return link
 
 
@@ -116,11 +124,11 @@ async def use_login_link(db: AsyncSession, token: str) -> User:
     link = await peek_login_link(db, token)
     if link.user_id is None:
         raise NotFound("This link sets up the hub's owner; open it in a browser to claim the hub.")
-    await _spend(db, link)
+    await spend_login_link(db, link)
     user = await db.get(User, link.user_id)
     if user is None or not user.is_active:
         await db.rollback()
-        raise Forbidden("This account is suspended or was removed. Ask an admin.")
+        raise Forbidden(NOT_ACTIVE)
     await db.commit()
     return user
 
@@ -128,7 +136,7 @@ async def use_login_link(db: AsyncSession, token: str) -> User:
 async def peek_setup_link(db: AsyncSession, token: str) -> LoginLink:
     """The first-start link, while it can still make someone the owner."""
     link = await peek_login_link(db, token)
-    if link.user_id is not None:
+    if link.user_id is not None or link.invitation_id is not None:
         raise NotFound("This is not an owner set-up link.")
     if await has_owner(db):
         raise Conflict("This hub already has an owner. Ask them for an invitation.")
@@ -140,7 +148,7 @@ async def claim_ownership(db: AsyncSession, token: str, *, email: str, name: str
     link = await peek_setup_link(db, token)
     email = normalize_email(email)
     name = clean_text(name, what="name", max_length=200)
-    await _spend(db, link)
+    await spend_login_link(db, link)
     user = await find_by_email(db, email)
     if user is None:
         user = User(email=email, name=name)
@@ -151,14 +159,24 @@ async def claim_ownership(db: AsyncSession, token: str, *, email: str, name: str
     return user
 
 
-async def _spend(db: AsyncSession, link: LoginLink) -> None:
+async def spend_login_link(db: AsyncSession, link: LoginLink) -> None:
+    """Mark the link used inside the caller's transaction (the caller commits)."""
     # The guarded UPDATE makes the link single-use even when two browsers open it at the same moment.
     result = await db.exec(
         update(LoginLink).where(col(LoginLink.id) == link.id, col(LoginLink.used_at).is_(None)).values(used_at=utcnow())
     )
     if result.rowcount != 1:
         await db.rollback()
-        raise NotFound("This sign-in link is not valid: it was already used, has expired, or was mistyped.")
+        raise NotFound(LINK_NOT_VALID)
+
+
+async def delete_expired_login_links(db: AsyncSession) -> int:
+    """Forget sign-in links that expired unused (housekeeping): asking by email would otherwise grow the table."""
+    result = await db.exec(
+        delete(LoginLink).where(col(LoginLink.used_at).is_(None), col(LoginLink.expires_at) <= utcnow())
+    )
+    await db.commit()
+    return int(result.rowcount or 0)
 
 
 # Managing members (admins) -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""One-time sign-in links, the first-start owner link, and signing out."""
+"""Starting a session, the first-start owner link, and signing out (sign-in links: hub/signin/email_views.py)."""
 
 from __future__ import annotations
 
@@ -21,12 +21,6 @@ async def signed_in_redirect(request: Request[Any, Any, Any], db: Db, user: User
     if old:
         await accounts.end_session(db, old)
     return Redirect("/dashboard", status_code=303, cookies=[session_cookie(settings, token)])
-
-
-@get("/login/{token:str}", name="login_link")
-async def login_link(request: Request[Any, Any, Any], db: Db, token: FromPath[str]) -> Redirect:
-    user = await accounts.use_login_link(db, token)
-    return await signed_in_redirect(request, db, user)
 
 
 @get("/setup/{token:str}", name="setup")
@@ -52,4 +46,4 @@ async def logout(request: Request[Any, Any, Any], db: Db) -> Redirect:
     return response
 
 
-routes = [login_link, setup_form, setup_claim, logout]
+routes = [setup_form, setup_claim, logout]

@@ -17,6 +17,7 @@ class Invitation(SQLModel, table=True):
     token_hash: str = Field(max_length=64, unique=True, index=True)
     role: str = Field(default="member", max_length=16)
     note: str = Field(default="", max_length=500)
+    email: str | None = Field(default=None, max_length=320, index=True)  # for this person only, when set
     max_uses: int = 1
     uses: int = 0
     credits: int = Field(default=0, sa_type=BigInteger)  # micro-credits each newcomer starts with

@@ -14,7 +14,7 @@ from hub.accounts.service import require_admin
 from hub.db import utcnow
 from hub.errors import BadRequest, Conflict, NotFound
 from hub.invitations.models import DomainRule, Invitation
-from hub.parsing import clean_text, normalize_domain
+from hub.parsing import clean_text, normalize_domain, normalize_email
 
 INVALID = "This invitation is not valid any more: it was revoked, has expired or has been used up. Ask an admin."
 
@@ -35,8 +35,9 @@ async def create_invitation(
     expires_in: timedelta | None = timedelta(days=7),
     note: str = "",
     credits: int = 0,
+    email: str = "",
 ) -> tuple[Invitation, str]:
-    """A new invitation and its token (shown once; only the hash is kept)."""
+    """A new invitation and its token (shown once; only the hash is kept); with `email`, for that person only."""
     _check_role(actor, role)
     if not 1 <= max_uses <= 10_000:
         raise BadRequest("The maximum number of uses must be between 1 and 10000.")
@@ -48,6 +49,7 @@ async def create_invitation(
         expires_at=utcnow() + expires_in if expires_in else None,
         note=clean_text(note, what="note", max_length=500),
         credits=credits,
+        email=normalize_email(email) if email.strip() else None,
         created_by=actor.id if actor else None,
     )
     db.add(invitation)
@@ -81,13 +83,40 @@ async def find_valid(db: AsyncSession, token: str) -> Invitation:
     return invitation
 
 
+async def get_invitation(db: AsyncSession, actor: User, invitation_id: int) -> Invitation:
+    """An invitation that can still admit someone, for an admin."""
+    require_admin(actor)
+    invitation = await db.get(Invitation, invitation_id)
+    if invitation is None:
+        raise NotFound("No such invitation.")
+    if invitation.state(utcnow()) != "active":
+        raise NotFound(INVALID)
+    return invitation
+
+
+async def open_invitation_for(db: AsyncSession, email: str) -> Invitation | None:
+    """The newest invitation naming this address that can still admit someone."""
+    query = (
+        select(Invitation)
+        .where(Invitation.email == email, col(Invitation.revoked_at).is_(None))
+        .where(col(Invitation.uses) < col(Invitation.max_uses))
+        .where(or_(col(Invitation.expires_at).is_(None), col(Invitation.expires_at) > utcnow()))
+        .order_by(col(Invitation.created_at).desc(), col(Invitation.id).desc())
+    )
+    return (await db.exec(query)).first()
+
+
 async def take_use(db: AsyncSession, token: str) -> Invitation:
-    """Spend one use of an invitation inside the caller's transaction (the caller commits).
+    """Spend one use of an invitation inside the caller's transaction (the caller commits)."""
+    return await take_use_of(db, await find_valid(db, token))
+
+
+async def take_use_of(db: AsyncSession, invitation: Invitation) -> Invitation:
+    """Spend one use of this invitation inside the caller's transaction (the caller commits).
 
     The guarded UPDATE means concurrent sign-ins can never use an invitation more times than allowed.
     """
     now = utcnow()
-    invitation = await find_valid(db, token)
     result = await db.exec(
         update(Invitation)
         .where(col(Invitation.id) == invitation.id, col(Invitation.uses) < col(Invitation.max_uses))

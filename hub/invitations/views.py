@@ -1,4 +1,4 @@
-"""Admin → Invitations: create a link (shown once), list with uses, revoke."""
+"""Admin → Invitations: create a link (shown once), list with uses, revoke (sign-in links: hub/signin)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from hub.web.context import Db, Viewer, admin, settings_of
 from hub.web.render import is_htmx, page
 
 
-async def _render(request: Request[Any, Any, Any], db: Db, user: User, **extra: Any) -> Template:
+async def render_invitations(request: Request[Any, Any, Any], db: Db, user: User, **extra: Any) -> Template:
+    """The page (or, for htmx, its list) for an admin `user` the caller has checked."""
     items = await invitations.list_invitations(db, user)
     return page(request, "admin/invitations.html", block="invitations", invitations=items, now=utcnow(), **extra)
 
@@ -25,7 +26,7 @@ async def _render(request: Request[Any, Any, Any], db: Db, user: User, **extra: 
 @get("/admin/invitations", name="admin_invitations")
 async def invitation_list(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> Template:
     user = admin(viewer)
-    return await _render(request, db, user)
+    return await render_invitations(request, db, user)
 
 
 @post("/admin/invitations")
@@ -41,9 +42,10 @@ async def invitation_create(request: Request[Any, Any, Any], db: Db, viewer: Vie
         expires_in=None if expires == "never" else parse_duration(expires, what="expiry"),
         note=form.get("note", ""),
         credits=parse_credits(form.get("credits") or "0", what="starting credits", allow_zero=True),
+        email=form.get("email", ""),
     )
     link = settings_of(request).url(f"/invite/{token}")
-    return await _render(request, db, user, new_invitation=invitation, link=link)
+    return await render_invitations(request, db, user, new_invitation=invitation, link=link)
 
 
 @post("/admin/invitations/{invitation_id:int}/revoke")
@@ -53,7 +55,7 @@ async def invitation_revoke(
     user = admin(viewer)
     await invitations.revoke_invitation(db, user, invitation_id)
     if is_htmx(request):
-        return await _render(request, db, user)
+        return await render_invitations(request, db, user)
     return Redirect("/admin/invitations", status_code=303)
 
 

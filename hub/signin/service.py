@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from sqlmodel import select
+from sqlalchemy import update
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.accounts.models import Identity, Role, Status, User
 from hub.accounts.service import find_by_email
 from hub.errors import Conflict, Forbidden, NotInvited
 from hub.invitations.models import Invitation
-from hub.invitations.service import role_for_domain, take_use
+from hub.invitations.service import find_valid, role_for_domain, take_use_of
 from hub.ledger.models import Kind
 from hub.ledger.service import account_for, post, system_account
 from hub.signin.providers import ExternalIdentity
 
 SUSPENDED = "Your account is suspended. Ask an admin of this hub if you think this is a mistake."
+FOR_SOMEONE_ELSE = (
+    "You signed in as {who}, but this invitation is for another address (verified by the provider). "
+    "Sign in with that address, or ask an admin for an invitation of your own."
+)
 NOT_INVITED = (
     "You signed in as {who}, but this hub only admits invited people. "
     "Ask an admin for an invitation link, open it, and sign in again."
@@ -44,15 +49,40 @@ async def admit(db: AsyncSession, who: ExternalIdentity, invitation: str | None)
         return await _link(db, _usable(existing), who)
 
     role, invited = await _role_for_newcomer(db, who, invitation)
-    if existing is None:
-        user = User(email=who.email, name=who.name, role=role)
-    else:  # A removed member who was invited back.
-        user, user.role, user.status = existing, role, Status.ACTIVE
-        user.name = who.name or user.name
-    db.add(user)
-    await db.flush()
+    joined = await enrol(db, email=who.email, name=who.name, role=role, returning=existing, invited=invited)
+    if joined is not None:
+        return await _link(db, joined, who)
+    await db.rollback()  # invited back another way at the same moment, so a member now: the invitation's use goes back
+    again = await find_by_email(db, who.email)
+    if again is None:
+        raise NotInvited(NOT_INVITED.format(who=who.email))
+    return await _link(db, _usable(again), who)
+
+
+async def enrol(
+    db: AsyncSession, *, email: str, name: str, role: Role, returning: User | None, invited: Invitation | None
+) -> User | None:
+    """Make a newcomer (or a removed member invited back) a member, with the invitation's starting credits; None
+    when the removed member was made a member again a moment ago (another invitation's link): nothing is granted.
+
+    Inside the caller's transaction: the member and the credits land together, or neither (the caller commits).
+    Every way in (a provider, an email link, an admin's link) comes through here, so none forgets the credits.
+    """
+    if returning is None:
+        user = User(email=email, name=name, role=role)
+        db.add(user)
+        await db.flush()
+    else:  # A removed member who was invited back: only while still removed, so two links race to one return.
+        back = await db.exec(
+            update(User)
+            .where(col(User.id) == returning.id, col(User.status) == Status.REMOVED)
+            .values(role=role, status=Status.ACTIVE, name=name or returning.name)
+        )
+        if back.rowcount != 1:
+            return None
+        user = returning
+        await db.refresh(user)
     if invited is not None and invited.credits > 0:
-        # Starting credits land in the same transaction as the new member: both, or neither.
         issuance, account = await system_account(db, Kind.ISSUANCE), await account_for(db, user.pk)
         await post(
             db,
@@ -61,7 +91,7 @@ async def admit(db: AsyncSession, who: ExternalIdentity, invitation: str | None)
             moves=[(issuance, -invited.credits), (account, invited.credits)],
             memo="starting credits from an invitation",
         )
-    return await _link(db, user, who)
+    return user
 
 
 async def _role_for_newcomer(
@@ -70,8 +100,10 @@ async def _role_for_newcomer(
     if not who.email:
         raise Forbidden(f"{who.provider} did not share an email address, which this hub needs. Try another way in.")
     if invitation:
-        invited = await take_use(db, invitation)
-        return Role(invited.role), invited
+        invited = await find_valid(db, invitation)
+        if invited.email and (invited.email != who.email.lower() or not who.email_verified):
+            raise Forbidden(FOR_SOMEONE_ELSE.format(who=who.email))
+        return Role(invited.role), await take_use_of(db, invited)
     role = await role_for_domain(db, who.email) if who.email_verified else None
     if role is None:
         raise NotInvited(NOT_INVITED.format(who=who.email))

@@ -17,6 +17,7 @@ from hub.errors import NotFound
 from hub.invitations.service import find_valid
 from hub.runtime import runtime_of
 from hub.settings import Settings
+from hub.signin import email_views
 from hub.signin.providers import Provider, SignInFailed
 from hub.signin.service import admit
 from hub.web.context import Db, Viewer, clear_cookie, settings_of
@@ -97,7 +98,7 @@ async def oauth_callback(request: Request[Any, Any, Any], db: Db, provider_name:
 async def invitation(request: Request[Any, Any, Any], db: Db, viewer: Viewer, token: FromPath[str]) -> Template:
     settings = settings_of(request)
     invite = await find_valid(db, token)
-    response = page(request, "invite.html", invitation=invite)
+    response = page(request, "invite.html", invitation=invite, token=token)
     value = _serializer(settings, "invite").dumps({"token": token})
     response.cookies.append(_cookie(settings, INVITE_COOKIE, value, INVITE_SECONDS))
     return response
@@ -113,4 +114,4 @@ def _load(settings: Settings, purpose: str, value: str | None, max_age: int) -> 
     return data if isinstance(data, dict) else None
 
 
-routes = [oauth_login, oauth_callback, invitation]
+routes = [oauth_login, oauth_callback, invitation, *email_views.routes]

@@ -11,6 +11,7 @@ from litestar.exceptions import NotFoundException as RouteNotFound
 from litestar.response import Redirect
 
 from hub.errors import BadRequest, DatabaseUnavailable, Forbidden, HubError, NotFound, NotSignedIn, PayloadTooLarge
+from hub.logs import redact_path
 from hub.outage import RETRY_AFTER, is_outage
 from hub.proxy.apis import ROUTES, error_body
 from hub.runtime import runtime_of
@@ -55,7 +56,9 @@ def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
             retry_after=RETRY_AFTER,
         )
     else:
-        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.scope["path"], exc_info=exc)
+        # The path may hold a live token (/login/…, /invite/…): logged redacted, like the access log.
+        where = redact_path(request.scope["path"])
+        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, where, exc_info=exc)
         error = HubError("Something went wrong on our side. It has been logged; please try again.")
 
     path = request.scope["path"]

@@ -53,7 +53,9 @@ async def test_a_new_invitation_link_is_shown_once_and_stored_only_as_a_hash(cli
     reloaded = await client.get(PAGE)
     assert token not in reloaded.text
     [row] = invitation_rows(reloaded.text)
-    assert "admin — NLP reading group 0 / 3" in row and row.endswith("active Revoke")
+    assert "admin — anyone NLP reading group 0 / 3" in row and row.endswith(
+        "active Email of the invited person Make a sign-in link Revoke"
+    )
 
 
 async def test_the_invitation_landing_page_names_the_role(client: Client, db: AsyncSession) -> None:

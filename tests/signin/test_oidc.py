@@ -195,3 +195,17 @@ async def test_an_invitation_with_starting_credits_gives_them_once_on_joining(
     assert kim is not None
     assert await ledger.balance_of(db, kim.pk) == ledger.Balance(5_000_000, 0)
     assert await ledger.check(db) == []
+
+
+async def test_an_invitation_for_one_address_admits_only_that_address(
+    client: Client, browser: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    owner = await person(db, "owner@lab.example.org", Role.OWNER)
+    _, token = await invitations.create_invitation(db, owner, credits=1_000_000, email="lena@lab.example.org")
+    await client.get(f"/invite/{token}")
+
+    response = await oidc_sign_in(client, browser, "mallory@lab.example.org")
+
+    assert response.status_code == 403 and "this invitation is for another address" in text_of(response.text)
+    assert await accounts.find_by_email(db, "mallory@lab.example.org") is None
+    assert (await db.exec(select(Invitation.uses))).one() == 0
