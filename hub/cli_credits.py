@@ -12,6 +12,7 @@ from hub.ledger.grants import grant
 from hub.parsing import format_credits, parse_count, parse_credits
 from hub.pricing import service as pricing
 from hub.quotas import service as quotas
+from hub.quotas.key_settings import parse_models
 from hub.settings import Settings
 
 Runner = Any  # hub.cli._run: (settings, job) -> str
@@ -46,8 +47,13 @@ def cmd_fee_set(run: Runner, settings: Settings, args: argparse.Namespace) -> st
     return str(run(settings, job))
 
 
+def _budget(text: str | None, what: str) -> int | None:
+    """Credits, or "none" for no budget."""
+    return None if text is None or text.strip().lower() == "none" else parse_credits(text, what=what, allow_zero=True)
+
+
 def cmd_quota_set(run: Runner, settings: Settings, args: argparse.Namespace) -> str:
-    values = {
+    values: dict[str, int | None] = {
         name: parse_count(value, what=name.replace("_", " "), high=1_000_000_000)
         for name, value in (
             ("rpm", args.rpm),
@@ -56,15 +62,25 @@ def cmd_quota_set(run: Runner, settings: Settings, args: argparse.Namespace) -> 
         )
         if value is not None
     }
-    if not values:
-        raise HubError("give at least one of --rpm, --tokens-per-day, --concurrency")
+    key_only = {
+        name: _budget(value, what=f"budget per {name[7:]}")
+        for name, value in (("budget_day", args.budget_day), ("budget_month", args.budget_month))
+        if value is not None
+    }
+    models = None if args.models is None else parse_models(args.models)
+    if (key_only or models is not None) and not args.key:
+        raise HubError("--budget-day, --budget-month and --models are a key's settings: add --key gpc_PREFIX")
+    if not values and not key_only and models is None:
+        raise HubError("give at least one of --rpm, --tokens-per-day, --concurrency (or a key's budget or models)")
 
     async def job(db: Any) -> str:
         user = await accounts.get_member(db, args.email)
         if args.key:
-            key_policy = await quotas.set_key_limits(db, user, args.key, **values)
-            shown = ", ".join(f"{n}={getattr(key_policy, n)}" for n in quotas.FIELDS if getattr(key_policy, n))
-            return f"{user.email} key {args.key}: {shown}"
+            key = await quotas.set_key_limits(db, user, args.key, models=models, **values, **key_only)
+            said = [f"{n}={getattr(key, n)}" for n in quotas.FIELDS if getattr(key, n)]
+            said += [f"{n}={format_credits(v)}" for n in quotas.BUDGETS if (v := getattr(key, n)) is not None]
+            said += [f"models={','.join(models)}"] if models else []
+            return f"{user.email} key {args.key}: {', '.join(said)}"
         policy = await quotas.set_member_limits(db, None, user, **values)
         shown = ", ".join(f"{name}={getattr(policy, name)}" for name in quotas.FIELDS if getattr(policy, name))
         return f"{user.email}: {shown}"
@@ -129,6 +145,9 @@ def add_commands(commands: Any, run: Runner) -> None:
     quota_set.add_argument("--tokens-per-day")
     quota_set.add_argument("--concurrency")
     quota_set.add_argument("--key", help="limit only this API key of the member (its visible prefix, gpc_…)")
+    quota_set.add_argument("--budget-day", help="with --key: credits the key may spend per UTC day (none: no budget)")
+    quota_set.add_argument("--budget-month", help="with --key: credits per UTC month (none: no budget)")
+    quota_set.add_argument("--models", help="with --key: the models it may use, comma-separated (empty: every model)")
     quota_set.set_defaults(func=bind(cmd_quota_set))
 
     credits = commands.add_parser("credits", help="grant credits, show a balance").add_subparsers(

@@ -1,8 +1,9 @@
 """A short-lived cache of API key checks, so the `/v1` hot path usually touches no database at all.
 
-Entries live a few seconds; revoking a key, changing whose GPUs it reaches or suspending a member clears this
-process's cache at once. While the database is unreachable (`hub.outage`), an expired entry is still served if it
-was read at most the outage's `seconds` ago; a key not in the cache then gets 503 with Retry-After.
+Entries live a few seconds; revoking a key, changing its settings or whose GPUs it reaches, or suspending a
+member clears this process's cache at once. While the database is unreachable (`hub.outage`), an expired entry is
+still served if it was read at most the outage's `seconds` ago; a key not in the cache then gets 503 with
+Retry-After.
 """
 
 from __future__ import annotations
@@ -25,12 +26,16 @@ from hub.outage import Outage, is_outage
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling `/v1`: the member, the key, and whose GPUs the key may reach, as plain values."""
+    """Who is calling `/v1`: the member, the key, whose GPUs and which models the key may reach, as plain values."""
 
     user_id: int
     key_id: int
     expires_at: datetime | None
     scope: Scope = ANY
+    models: frozenset[str] = frozenset()  # the models the key may use; empty: every model
+
+    def may_use(self, model: str) -> bool:
+        return not self.models or model in self.models
 
 
 class KeyCache:
@@ -56,13 +61,14 @@ class KeyCache:
             async with session() as db:
                 user, key = await keys.authenticate(db, secret)
                 scope = await keys.scope_of(db, key)
+                models = await keys.models_of(db, key)
         except Exception as exc:
             if not is_outage(exc):
                 raise
             self.outage.noticed(exc)
             return self._stale(digest, self.entries.get(digest))  # not `hit`: revoked meanwhile is cleared
         self.outage.answered()
-        caller = Caller(user_id=user.pk, key_id=key.id or 0, expires_at=key.expires_at, scope=scope)
+        caller = Caller(user_id=user.pk, key_id=key.id or 0, expires_at=key.expires_at, scope=scope, models=models)
         if len(self.entries) >= self.max_entries:
             self.entries.clear()
         self.entries[digest] = (now + self.ttl, caller)

@@ -40,3 +40,12 @@ class TrustedProvider(SQLModel, table=True):
 
     key_id: int = Field(primary_key=True, foreign_key="api_keys.id", ondelete="CASCADE")
     user_id: int = Field(primary_key=True, foreign_key="users.id", ondelete="CASCADE")
+
+
+class KeyModel(SQLModel, table=True):
+    """A model a key may use; a key with no rows here may use every model."""
+
+    __tablename__ = "key_models"
+
+    key_id: int = Field(primary_key=True, foreign_key="api_keys.id", ondelete="CASCADE")
+    model: str = Field(primary_key=True, max_length=200)

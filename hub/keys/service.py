@@ -14,7 +14,7 @@ from hub.accounts.models import Status, User
 from hub.accounts.service import find_by_email
 from hub.db import utcnow
 from hub.errors import BadRequest, InvalidApiKey, NotFound
-from hub.keys.models import ApiKey, TrustedProvider
+from hub.keys.models import ApiKey, KeyModel, TrustedProvider
 from hub.keys.trust import Scope, Trust
 from hub.parsing import clean_text, normalize_email
 
@@ -93,6 +93,11 @@ async def scope_of(db: AsyncSession, key: ApiKey) -> Scope:
         return Scope(trust)
     query = select(TrustedProvider.user_id).where(TrustedProvider.key_id == key.id)
     return Scope(trust, frozenset((await db.exec(query)).all()))
+
+
+async def models_of(db: AsyncSession, key: ApiKey) -> frozenset[str]:
+    """The models the key may use; empty: every model."""
+    return frozenset((await db.exec(select(KeyModel.model).where(KeyModel.key_id == key.id))).all())
 
 
 async def trusted_emails(db: AsyncSession, keys: Sequence[ApiKey]) -> dict[int, list[str]]:

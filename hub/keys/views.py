@@ -1,8 +1,7 @@
-"""The API keys page: create (secret shown once), list, limit whose GPUs a key reaches, revoke."""
+"""The API keys page: create (secret shown once), list, change a key's settings and whose GPUs it reaches, revoke."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
 from typing import Any
 
 from litestar import Request, get, post
@@ -10,28 +9,14 @@ from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
 from hub.accounts.models import User
-from hub.changes import KeysChanged
+from hub.changes import KeyLimitsChanged, KeysChanged
 from hub.db import utcnow
-from hub.errors import BadRequest
 from hub.keys import service as keys
 from hub.keys.trust import REACH, Trust, parse_trust, split_emails
+from hub.quotas import key_settings
 from hub.runtime import runtime_of
 from hub.web.context import Db, Viewer, signed_in
 from hub.web.render import is_htmx, page
-
-
-def parse_expiry(text: str) -> datetime | None:
-    """A date from the form's date field; the key works until the end of that day (UTC)."""
-    if not text.strip():
-        return None
-    try:
-        day = datetime.strptime(text.strip(), "%Y-%m-%d").date()
-    except ValueError:
-        raise BadRequest(f"The expiry must be a date like 2027-01-31, got {text!r}.") from None
-    expires = datetime.combine(day, time.max, tzinfo=UTC)
-    if expires <= utcnow():
-        raise BadRequest("The expiry date must be in the future.")
-    return expires
 
 
 def parse_scope(form: Any) -> tuple[Trust, list[str]]:
@@ -41,7 +26,17 @@ def parse_scope(form: Any) -> tuple[Trust, list[str]]:
 async def _render(request: Request[Any, Any, Any], db: Db, user: User, **extra: Any) -> Template:
     mine = await keys.list_keys(db, user)
     trusted = await keys.trusted_emails(db, mine)
-    return page(request, "keys.html", block="keys", keys=mine, trusted=trusted, now=utcnow(), **extra)
+    settings = await key_settings.views(db, mine, runtime_of(request).admission.budgets)
+    return page(
+        request, "keys.html", block="keys", keys=mine, trusted=trusted, settings=settings, now=utcnow(), **extra
+    )
+
+
+async def _changed(request: Request[Any, Any, Any], user_id: int, key_id: int) -> None:
+    """The key cache (its models, expiry, scope) and admission (this key's limits and budget) follow at once."""
+    changes = runtime_of(request).changes
+    await changes.publish(KeysChanged())
+    await changes.publish(KeyLimitsChanged(user_id, key_id))
 
 
 @get("/keys", name="keys")
@@ -55,15 +50,25 @@ async def key_create(request: Request[Any, Any, Any], db: Db, viewer: Viewer) ->
     user = signed_in(viewer)
     form = await request.form()
     trust, trusted = parse_scope(form)
-    key, secret = await keys.create_key(
-        db,
-        user,
-        name=form.get("name", ""),
-        expires_at=parse_expiry(form.get("expires", "")),
-        trust=trust,
-        trusted=trusted,
-    )
-    return await _render(request, db, user, new_key=key, secret=secret)
+    key, secret = await key_settings.create(db, user, form, trust=trust, trusted=trusted)
+    # The snippet shown with the secret names a model the key may use now, if there is one.
+    reachable = runtime_of(request).registry.reachable(user.pk, await keys.scope_of(db, key))
+    allowed = sorted(await keys.models_of(db, key)) or sorted(reachable)
+    example = next((model for model in allowed if model in reachable), allowed[0] if allowed else "")
+    return await _render(request, db, user, new_key=key, secret=secret, example_model=example)
+
+
+@post("/keys/{key_id:int}/settings")
+async def key_settings_save(
+    request: Request[Any, Any, Any], db: Db, viewer: Viewer, key_id: FromPath[int]
+) -> Template | Redirect:
+    user = signed_in(viewer)
+    form = await request.form()
+    key = await key_settings.save(db, user, key_id, form)
+    await _changed(request, user.pk, key_id)  # its very next request follows the new settings
+    if is_htmx(request):
+        return await _render(request, db, user, flash=f"Saved the settings of {key.name}.")
+    return Redirect("/keys", status_code=303)
 
 
 @post("/keys/{key_id:int}/revoke")
@@ -92,4 +97,4 @@ async def key_scope(
     return Redirect("/keys", status_code=303)
 
 
-routes = [key_list, key_create, key_scope, key_revoke]
+routes = [key_list, key_create, key_settings_save, key_scope, key_revoke]

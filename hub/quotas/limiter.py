@@ -79,6 +79,10 @@ class Limiter:
     def seed(self, scope: Scope, used_today: int) -> None:
         self.tokens.setdefault((scope, _today()), used_today)
 
+    def used_today(self, scope: Scope) -> int | None:
+        """Tokens counted today (used, plus reserved by requests in flight); None before the day's first request."""
+        return self.tokens.get((scope, _today()))
+
     def admit(self, checks: list[tuple[Scope, Limits]], estimate: int) -> Ticket:
         """Count the request against every scope, or refuse it without counting anything."""
         day = _today()

@@ -1,4 +1,5 @@
-"""Per-member and per-key limits that override the club's defaults (None: use the default / no limit)."""
+"""Per-member and per-key limits that override the club's defaults (None: use the default / no limit), and a key's
+budget per UTC day and month (micro-credits; None: no budget)."""
 
 from __future__ import annotations
 
@@ -23,3 +24,5 @@ class KeyPolicy(SQLModel, table=True):
     rpm: int | None = None
     tokens_per_day: int | None = None
     concurrency: int | None = None
+    budget_day: int | None = Field(default=None, sa_type=BigInteger)  # micro-credits per UTC day
+    budget_month: int | None = Field(default=None, sa_type=BigInteger)  # micro-credits per UTC month
