@@ -175,7 +175,7 @@ class Flight:
                 entry = {  # a row of the usage table
                     "request_id": admitted.call_id,  # shared with the hold and the ledger transaction
                     "user_id": self.call.caller.user_id,
-                    "key_id": self.call.caller.key_id,
+                    "key_id": self.call.caller.key_id or None,  # None: no key (the Models page's try-it box)
                     "agent_id": link.agent_id,
                     "model": self.call.model[:200],
                     "endpoint": self.call.api.name[:40],

@@ -5,6 +5,11 @@ seconds together with every other request that finished in that time: their ledg
 rows and one balance update per account. A batch the database refuses (a bad row) is written again one request
 at a time, so one bad row cannot lose the others; while the database cannot be reached, batches stay queued
 (their costs stay reserved) and are tried again. Stopping the hub writes everything still queued.
+
+Each usage row gets what its request cost the member and earned the GPU's owner, split the way the ledger posts
+it (`hub.ledger.batch`). Requests the hub refused before any GPU saw them (`refused`) are queued the same way, a
+row each; a member's refusals beyond REFUSALS_PER_SECOND, or any beyond MAX_REFUSALS waiting, are only counted,
+so a flood of refused requests cannot grow the queue without limit.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +36,27 @@ DELAY_SECONDS = 0.2
 BATCH = 500
 RETRY_SECONDS = 2.0
 ATTEMPTS = 3  # when stopping
+REFUSALS_PER_SECOND = 20  # refused requests logged per member and second; the rest are counted only
+MAX_REFUSALS = 10_000  # refused requests waiting to be written, all members together
+SAY_DROPPED_SECONDS = 60.0
+# Every usage row carries every column, so one statement with many parameter sets writes a whole batch (rows
+# from bills signed by an older hub may lack the newer columns).
+ROW_DEFAULTS: dict[str, Any] = {
+    "key_id": None,
+    "agent_id": None,
+    "stream": False,
+    "prompt_tokens": 0,
+    "completion_tokens": 0,
+    "estimated": False,
+    "reported_prompt_tokens": None,
+    "reported_completion_tokens": None,
+    "disputed": False,
+    "audio_ms": None,
+    "ttft_ms": None,
+    "duration_ms": 0,
+    "error": "",
+    "code": "",
+}
 
 
 @dataclass(frozen=True)
@@ -38,6 +65,7 @@ class Finished:
     usage: dict[str, Any] | None  # a usage row's values
     agent_id: int | None = None  # the agent keeping its bill (hub.proxy.bills): told once it is written
     replayed: bool = False  # sent again by an agent after a restart: this process reserved nothing for it
+    refused: bool = False  # refused before any GPU saw it: a usage row only (`Recorder.refused`)
 
 
 class Recorder:
@@ -55,6 +83,7 @@ class Recorder:
         self.stopped = False
         self.on_written: Callable[[list[Finished]], None] = lambda written: None  # hub.proxy.bills.confirm
         self.ids: set[str] = set()  # the request ids queued or being written: a bill sent back joins none of them
+        self.refusals = Refusals()
 
     def add(self, finished: Finished) -> None:
         if self.stopped:
@@ -69,6 +98,12 @@ class Recorder:
             self.task = asyncio.get_running_loop().create_task(self._loop())
         self.wake.set()
 
+    def refused(self, row: dict[str, Any]) -> None:
+        """Queue the usage row of a request refused before any GPU saw it (unless the member is flooding)."""
+        if self.stopped or not self.refusals.admit(int(row["user_id"])):
+            return
+        self.add(Finished(None, row, refused=True))
+
     async def flush(self) -> None:
         """Write everything queued so far (the loop does this by itself; tests and shutdown call it).
 
@@ -81,6 +116,7 @@ class Recorder:
                 try:
                     await self._write(batch)
                     self.ids.difference_update(request_of(item) for item in batch)
+                    self.refusals.written(sum(item.refused for item in batch))
                 except Exception:
                     # The database is away (or something else went wrong): keep what is not written, in order,
                     # ahead of what finished meanwhile; the costs stay reserved; the next round tries again.
@@ -133,7 +169,7 @@ class Recorder:
 
     async def _write(self, batch: list[Finished]) -> None:
         charges = [item.charge for item in batch if item.charge is not None]
-        rows = [item.usage for item in batch if item.usage is not None]
+        rows = [ROW_DEFAULTS | item.usage | split(item.charge) for item in batch if item.usage is not None]
         replayed = any(item.replayed for item in batch)
         try:
             async with self.database.session() as db:
@@ -164,6 +200,53 @@ class Recorder:
                 costs[item.charge.consumer_id] += item.charge.cost
         self.purses.written(costs, balances)
         self.on_written(batch)
+
+
+def split(charge: Charge | None) -> dict[str, int]:
+    """What a request cost its member (the club's fee included) and earned the GPU's owner, as the ledger posts it
+    (`hub.ledger.batch.settle_many`): nothing on one's own GPU or when nobody earns. (The ledger also never takes a
+    member below zero; the purse held the cost, so the two differ only if a deduction came in meanwhile.)"""
+    if charge is None or charge.provider_id is None or charge.provider_id == charge.consumer_id or charge.cost <= 0:
+        return {"cost": 0, "earned": 0}
+    return {"cost": charge.cost, "earned": charge.cost - charge.cost * charge.fee_bps // 10_000}
+
+
+class Refusals:
+    """How many refused requests each member had logged this second, and how many wait to be written."""
+
+    def __init__(self, *, per_second: int = REFUSALS_PER_SECOND, most: int = MAX_REFUSALS) -> None:
+        self.per_second = per_second
+        self.most = most
+        self.second = 0
+        self.this_second: defaultdict[int, int] = defaultdict(int)
+        self.waiting = 0
+        self.dropped = 0  # since the hub started
+        self.unsaid = 0  # dropped since it was last said in the log
+        self.said = -SAY_DROPPED_SECONDS
+
+    def admit(self, user_id: int) -> bool:
+        now = time.monotonic()
+        if (second := int(now)) != self.second:
+            self.second = second
+            self.this_second.clear()
+        if self.this_second[user_id] >= self.per_second or self.waiting >= self.most:
+            self.dropped += 1
+            self.unsaid += 1
+            if now - self.said >= SAY_DROPPED_SECONDS:
+                log.warning(
+                    "%d refused requests were not logged (above %d a second for one member, or %d waiting)",
+                    self.unsaid,
+                    self.per_second,
+                    self.most,
+                )
+                self.said, self.unsaid = now, 0
+            return False
+        self.this_second[user_id] += 1
+        self.waiting += 1
+        return True
+
+    def written(self, count: int) -> None:
+        self.waiting = max(0, self.waiting - count)
 
 
 def request_of(finished: Finished) -> str:

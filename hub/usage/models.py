@@ -1,13 +1,19 @@
-"""One row per request that reached an agent: who, which key, which GPU, tokens and timings. No content."""
+"""One row per request a member made: who, which key, which GPU, tokens, cost and timings. No content.
+
+A request the hub refused before any GPU saw it (no credits, unknown model, limits) has a row too: no agent, no
+tokens, no cost, and the error's `code` (which is empty on every other row).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Index
+from sqlalchemy import BigInteger, Index, text
 from sqlmodel import Field, SQLModel
 
 from hub.db import utcnow
+
+REFUSED = text("code != ''")  # written out, not a parameter, so both databases match it to the partial indexes
 
 
 class UsageRecord(SQLModel, table=True):
@@ -17,6 +23,10 @@ class UsageRecord(SQLModel, table=True):
         Index("ix_usage_agent_created", "agent_id", "created_at"),
         Index("ix_usage_key_created", "key_id", "created_at"),
         Index("ix_usage_created", "created_at"),
+        Index("ix_usage_model_created", "model", "created_at"),  # the request log's model filter
+        # Refused requests are few among many: the log's "refused" filter reads them alone (hub.usage.log).
+        Index("ix_usage_refused_user", "user_id", "created_at", sqlite_where=REFUSED, postgresql_where=REFUSED),
+        Index("ix_usage_refused", "created_at", sqlite_where=REFUSED, postgresql_where=REFUSED),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -40,6 +50,7 @@ class UsageRecord(SQLModel, table=True):
     ttft_ms: int | None = None
     duration_ms: int = 0
     error: str = Field(default="", max_length=300)
+    code: str = Field(default="", max_length=40)  # the error code of a request the hub refused ("" otherwise)
     cost: int = Field(default=0, sa_type=BigInteger)  # micro-credits charged to the member (club fee included)
     earned: int = Field(default=0, sa_type=BigInteger)  # micro-credits paid to the GPU's owner
     created_at: datetime = Field(default_factory=utcnow)

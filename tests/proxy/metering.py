@@ -125,7 +125,12 @@ def assert_nothing_changed(club: Club, who: Member, *, recorded: Sequence[str] =
     body = {"model": "m", "messages": [{"role": "user", "content": "marker"}], "max_tokens": 1}
     marker = httpx.post(f"{club.hub.url}/v1/chat/completions", headers=headers, json=body, timeout=30)
     assert marker.status_code == 200, marker.text
-    found = rows(club, who, len(recorded) + 1)
+    # A request the hub refused is logged too (docs/logs.md), with an error code and no cost: it changed nothing.
+    deadline = time.monotonic() + 10
+    while len(found := [r for r in rows(club, who, len(recorded) + 1) if not r["code"]]) <= len(recorded):
+        assert time.monotonic() < deadline, "the marker's usage row was not written"
+        time.sleep(0.05)
+    assert all(row["cost"] == 0 for row in rows(club, who, 0) if row["code"])
     assert [row["endpoint"] for row in found] == [*recorded, "chat/completions"]
     assert balance(club, who) == START - found[-1]["prompt_tokens"] - found[-1]["completion_tokens"]
 
