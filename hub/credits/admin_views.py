@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from litestar import Request, get, post
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 
 from hub.accounts.models import User
@@ -15,7 +15,9 @@ from hub.agents.dispute_report import club_disputes
 from hub.agents.disputes import Disputes, dispute_rules
 from hub.changes import BalanceChanged, PricesChanged
 from hub.credits import club
+from hub.credits.charts import parse_span
 from hub.credits.service import window_start
+from hub.credits.views import From, To
 from hub.errors import BadRequest
 from hub.ledger.grants import deduct, grant
 from hub.parsing import format_credits, parse_count, parse_credits
@@ -157,9 +159,12 @@ async def credits_move(request: Request[Any, Any, Any], db: Db, viewer: Viewer) 
     reason = form.get("reason", "")
     purses = runtime_of(request).purses
     if action == "deduct":
-        await deduct(db, user, target, amount, reason=reason, held=purses.held_by(target.pk))
+        once = form.get("once", "")
+        key = f"deduct:{once}" if _ONCE.match(once) else None
+        done = await deduct(db, user, target, amount, reason=reason, held=purses.held_by(target.pk), key=key)
         await runtime_of(request).changes.publish(BalanceChanged(target.pk))
         message = f"Deducted {format_credits(amount)} credits from {target.display_name}."
+        message = message if done else "Those credits were already deducted (the form was sent twice)."
     else:
         once = form.get("once", "")
         key = f"grant:{once}" if _ONCE.match(once) else None
@@ -179,12 +184,21 @@ async def disputes_set(request: Request[Any, Any, Any], db: Db, viewer: Viewer) 
 
 
 @get("/admin/usage", name="admin_usage")
-async def usage_page(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> Template:
+async def usage_page(
+    request: Request[Any, Any, Any],
+    db: Db,
+    viewer: Viewer,
+    days: FromQuery[str] = "",
+    start: From = "",
+    end: To = "",
+    show: FromQuery[str] = "",
+) -> Template:
     user = admin(viewer)
+    report = await club.club_usage(db, user, parse_span(days, start, end), club.parse_show(show))
     return page(
         request,
         "admin/usage.html",
-        report=await club.club_usage(db, user),
+        report=report,
         disputes=await club_disputes(db, user, window_start()),
         credits=format_credits,
     )
@@ -203,9 +217,10 @@ def _disputes(request: Request[Any, Any, Any]) -> Disputes:
 
 
 @get("/admin/ledger", name="admin_ledger")
-async def ledger_page(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> Template:
+async def ledger_page(request: Request[Any, Any, Any], db: Db, viewer: Viewer, whole: FromQuery[str] = "") -> Template:
     user = admin(viewer)
-    return page(request, "admin/ledger.html", health=await club.ledger_health(db, user), credits=format_credits)
+    health = await club.ledger_health(db, user, whole=whole == "1")
+    return page(request, "admin/ledger.html", health=health, credits=format_credits)
 
 
 routes = [

@@ -1,4 +1,5 @@
-"""What a member reads about their money: balance, ledger history (paged, filtered, as CSV), usage and earnings.
+"""What a member reads about their money: balance and ledger history (paged, filtered, as CSV); shared helpers of
+the report pages (`hub.credits.reports`, `hub.credits.club`).
 
 Read-only: nothing here writes. Amounts are integer micro-credits; the pages format them.
 """
@@ -9,29 +10,26 @@ import csv
 import io
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, and_, case, cast, func
+from sqlalchemy import BigInteger, ColumnElement, and_, case, cast, func, literal, union_all
 from sqlalchemy import select as select_columns
-from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.accounts.models import User
-from hub.agents.models import Agent
 from hub.errors import BadRequest
 from hub.keys.models import ApiKey
-from hub.ledger.models import Account, Entry, Kind, LedgerTransaction
+from hub.ledger.models import Account, Entry, LedgerTransaction
 from hub.parsing import format_credits, parse_count
-from hub.usage.models import UsageRecord
 from hub.usage.service import start_of_day
 
 PER_PAGE = 25
 DAYS = 30
-# The kinds a member can filter by, even before they have any; kinds found in their history are added.
-KINDS = ("usage", "grant", "allowance", "deduct", "purchase", "refund", "dispute")
+# The kinds a member can filter by (a fixed list: finding the kinds in a long history would read all of it).
+KINDS = ("usage", "grant", "allowance", "deduct", "purchase", "refund", "dispute", "dispute_won")
 _KIND = re.compile(r"^[a-z_]{1,24}$")
 
 
@@ -47,12 +45,15 @@ class Line:
 
 @dataclass(frozen=True)
 class History:
+    """One page of entries, newest first, paged by entry id (keyset): the same cost on page 1 and page 1,000."""
+
     lines: list[Line]
     kind: str
     kinds: list[str]
-    page: int
-    pages: int
-    total: int
+    newer: int | None  # link ?after=<id> for the page before this one, if there is one
+    older: int | None  # link ?before=<id> for the next page, if there is one
+    paged: bool = False  # asked for a page before or after an entry (not the newest one)
+    # No "page N of M": counting a provider's half a million entries would cost more than showing a page.
 
 
 @dataclass
@@ -74,21 +75,9 @@ class Tally:
         self.completion_tokens += int(completion or 0)
 
 
-def counts() -> tuple[Any, ...]:
-    """Requests, prompt tokens and completion tokens of a group of usage rows."""
-    return func.count(), func.sum(UsageRecord.prompt_tokens), func.sum(UsageRecord.completion_tokens)
-
-
 def window_start(now: datetime | None = None, days: int = DAYS) -> datetime:
     """Midnight UTC at the start of the window: today and the days before it, `days` in all."""
     return start_of_day(now) - timedelta(days=days - 1)
-
-
-def day_of(db: AsyncSession, column: Any) -> ColumnElement[str]:
-    """A timestamp's UTC date as 'YYYY-MM-DD', the same text on both databases."""
-    if db.get_bind().dialect.name == "postgresql":
-        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
-    return func.strftime("%Y-%m-%d", column)  # SQLite keeps UTCDateTime as UTC text
 
 
 async def rows(db: AsyncSession, query: Any) -> Sequence[Any]:
@@ -120,6 +109,106 @@ def parse_kind(text: str, known: Iterable[str]) -> str:
     return kind
 
 
+def _of_kind(kind: str) -> ColumnElement[bool]:
+    """Transactions of a kind as members see kinds (an allowance is a grant with an "allowance:" key)."""
+    allowance = col(LedgerTransaction.key).startswith("allowance:")
+    if kind == "allowance":
+        return and_(col(LedgerTransaction.kind) == "grant", allowance)
+    if kind == "grant":
+        return and_(col(LedgerTransaction.kind) == "grant", ~allowance)
+    return col(LedgerTransaction.kind) == kind
+
+
+def _page_query(account_id: int, kind: str) -> Any:
+    query: Any = select_columns(
+        col(Entry.id).label("id"),
+        col(LedgerTransaction.created_at).label("created_at"),
+        kind_label().label("kind"),
+        col(LedgerTransaction.memo).label("memo"),
+        col(Entry.amount).label("amount"),
+    ).join(LedgerTransaction, col(LedgerTransaction.id) == Entry.transaction_id)
+    if not kind:
+        return query.where(col(Entry.account_id) == account_id)
+    if kind == "usage":  # most of a busy account's entries: walk them newest first
+        return query.where(col(Entry.account_id) == account_id, _of_kind(kind))
+    # A rarer kind (a grant among a provider's million usage entries): start from the transactions of that kind
+    # (indexed by kind) and keep this account's entries. `+ 0` keeps both databases from walking the account's
+    # index instead, which would read every entry it has to find a few.
+    return query.where(_of_kind(kind)).where((col(Entry.account_id) + 0) == account_id)
+
+
+async def _balances_after(db: AsyncSession, account_id: int, ids: list[int]) -> dict[int, int]:
+    """The balance right after each of these entries (ids newest first), reading as few entries as it can.
+
+    The balance after an entry is the sum of it and every earlier entry, or equally the account's balance minus
+    every later one. Whichever side of the page holds fewer of the account's entries is summed (one index range,
+    split into one bucket per line), so a page near either end of a long history costs little; the balance is
+    read in the same statement, so both come from the same snapshot.
+    """
+    newest, oldest = ids[0], ids[-1]
+    last = (await db.exec(select(func.max(Entry.id)).where(col(Entry.account_id) == account_id))).one() or newest
+    amount = cast(func.sum(Entry.amount), BigInteger).label("amount")
+    mine = col(Entry.account_id) == account_id
+    if newest - 0 <= last - oldest:  # the page is nearer the start: sum the entries up to each line
+        bucket = case(*[(col(Entry.id) <= entry_id, n) for n, entry_id in reversed(list(enumerate(ids)))], else_=-2)
+        query: Any = (
+            select_columns(bucket.label("bucket"), amount).where(mine, col(Entry.id) <= newest).group_by(bucket)
+        )
+        found = {int(b): int(a or 0) for b, a in await rows(db, query)}
+        after, running = {}, 0
+        for n in range(len(ids) - 1, -1, -1):
+            running += found.get(n, 0)
+            after[ids[n]] = running
+        return after
+    bucket = case(*[(col(Entry.id) > entry_id, n) for n, entry_id in enumerate(ids)], else_=len(ids))
+    later = select_columns(bucket.label("bucket"), amount).where(mine, col(Entry.id) > oldest).group_by(bucket)
+    balance: Any = select_columns(literal(-1).label("bucket"), col(Account.balance).label("amount")).where(
+        col(Account.id) == account_id
+    )
+    found = {int(b): int(a or 0) for b, a in await rows(db, union_all(later, balance))}
+    after, running = {}, found.get(-1, 0)
+    for n, entry_id in enumerate(ids):
+        running -= found.get(n, 0)
+        after[entry_id] = running
+    return after
+
+
+async def history(db: AsyncSession, user: User, *, kind: str = "", before: str = "", after: str = "") -> History:
+    """One page of the member's own ledger, newest first: the entries older than `before`, or the page newer than
+    `after` (entry ids, as typed into the URL), or the newest ones."""
+    kind = parse_kind(kind, KINDS)
+    account_id = await _account_id(db, user) or 0
+    query = _page_query(account_id, kind)
+    newest_first = True
+    if before.strip():
+        query = query.where(col(Entry.id) < parse_count(before, what="entry id", high=2**62))
+    elif after.strip():
+        query = query.where(col(Entry.id) > parse_count(after, what="entry id", high=2**62))
+        newest_first = False
+    order = col(Entry.id).desc() if newest_first else col(Entry.id).asc()
+    found = list(await rows(db, query.order_by(order).limit(PER_PAGE + 1)))
+    more = len(found) > PER_PAGE
+    found = found[:PER_PAGE] if newest_first else list(reversed(found[:PER_PAGE]))
+    ids = [int(row.id) for row in found]
+    balances = await _balances_after(db, account_id, ids) if ids else {}
+    lines = [Line(**row._mapping, balance_after=balances[int(row.id)]) for row in found]
+    newer = older = None
+    if lines:
+        if newest_first:
+            older = lines[-1].id if more else None
+            if before.strip() and await _exists(db, _page_query(account_id, kind).where(col(Entry.id) > lines[0].id)):
+                newer = lines[0].id
+        else:
+            newer = lines[0].id if more else None
+            if await _exists(db, _page_query(account_id, kind).where(col(Entry.id) < lines[-1].id)):
+                older = lines[-1].id
+    return History(lines, kind, list(KINDS), newer, older, bool(before.strip() or after.strip()))
+
+
+async def _exists(db: AsyncSession, query: Any) -> bool:
+    return bool(await rows(db, query.limit(1)))
+
+
 def _lines(account_id: int) -> Any:
     """Every entry of one account with its running balance (the sum of it and all earlier entries).
 
@@ -142,32 +231,6 @@ def _lines(account_id: int) -> Any:
     return query.subquery()
 
 
-@dataclass(frozen=True)
-class _Filtered:
-    query: Any  # the member's entries, newest first, of the chosen kind
-    kind: str
-    kinds: list[str]
-
-
-async def _filtered(db: AsyncSession, user: User, kind: str) -> _Filtered:
-    lines = _lines(await _account_id(db, user) or 0)
-    present = {str(k) for k in (await db.exec(select(lines.c.kind).distinct())).all()}
-    kinds = sorted(set(KINDS) | present)
-    kind = parse_kind(kind, kinds)
-    query = select_columns(lines).order_by(lines.c.id.desc())
-    return _Filtered(query.where(lines.c.kind == kind) if kind else query, kind, kinds)
-
-
-async def history(db: AsyncSession, user: User, *, kind: str = "", page: str = "1") -> History:
-    """One page of the member's own ledger, newest first; `kind` and `page` as typed into the URL."""
-    found = await _filtered(db, user, kind)
-    number = parse_count(page or "1", what="page number", high=1_000_000)
-    total = int((await db.exec(select(func.count()).select_from(found.query.subquery()))).one())
-    lines = await rows(db, found.query.limit(PER_PAGE).offset((number - 1) * PER_PAGE))
-    pages = max(1, -(-total // PER_PAGE))
-    return History([Line(**row._mapping) for row in lines], found.kind, found.kinds, number, pages, total)
-
-
 def _cell(text: str) -> str:
     # Memos can hold model names a member typed; keep spreadsheets from running them as formulas.
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
@@ -175,11 +238,14 @@ def _cell(text: str) -> str:
 
 async def history_csv(db: AsyncSession, user: User, *, kind: str = "") -> str:
     """The whole filtered history as CSV, newest first; credits as plain decimals (no thousands separators)."""
-    found = await _filtered(db, user, kind)
+    kind = parse_kind(kind, KINDS)
+    lines = _lines(await _account_id(db, user) or 0)
+    query = select_columns(lines).order_by(lines.c.id.desc())
+    query = query.where(lines.c.kind == kind) if kind else query
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["date (UTC)", "kind", "memo", "amount (credits)", "balance after (credits)"])
-    for row in await rows(db, found.query):
+    for row in await rows(db, query):
         line = Line(**row._mapping)
         writer.writerow(
             [
@@ -193,136 +259,15 @@ async def history_csv(db: AsyncSession, user: User, *, kind: str = "") -> str:
     return out.getvalue()
 
 
-# Usage ------------------------------------------------------------------------------------------------
+# Names ------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class UsageReport:
-    days: list[tuple[str, Tally]]
-    by_model: list[tuple[str, Tally]]
-    by_key: list[tuple[str, Tally]]
-    total: Tally = field(default_factory=Tally)
-
-
-async def my_usage(db: AsyncSession, user: User, now: datetime | None = None) -> UsageReport:
-    """The member's requests per day, per model and per API key over the last 30 days (UTC days)."""
-    since = window_start(now)
-    day = day_of(db, UsageRecord.created_at)
-    found = await rows(
-        db,
-        select_columns(day, col(UsageRecord.model), col(UsageRecord.key_id), *counts())
-        .where(col(UsageRecord.user_id) == user.pk, col(UsageRecord.created_at) >= since)
-        .group_by(day, col(UsageRecord.model), col(UsageRecord.key_id)),
-    )
-    days = {(since + timedelta(days=n)).strftime("%Y-%m-%d"): Tally() for n in range(DAYS)}
-    models: dict[str, Tally] = {}
-    keys: dict[int | None, Tally] = {}
-    total = Tally()
-    for when, model, key_id, requests, prompt, completion in found:
-        for tally in (
-            days.setdefault(str(when), Tally()),
-            models.setdefault(model, Tally()),
-            keys.setdefault(key_id, Tally()),
-            total,
-        ):
-            tally.add(requests, prompt, completion)
-    for model, spent in (await _spent_by_model(db, user, since)).items():
-        models.setdefault(model, Tally()).credits += spent
-        total.credits += spent
-    names = await _key_names(db, [k for k in keys if k is not None])
-    by_key = [(names.get(k, "a deleted key") if k is not None else "a deleted key", t) for k, t in keys.items()]
-    return UsageReport(sorted(days.items()), sort_by_tokens(models), sorted(by_key, key=lambda i: -i[1].tokens), total)
-
-
-async def _spent_by_model(db: AsyncSession, user: User, since: datetime) -> dict[str, int]:
-    """What the member paid per model: their negative entries in usage transactions (the memo is the model)."""
-    query = (
-        select(LedgerTransaction.memo, func.sum(Entry.amount))
-        .join(Entry, col(Entry.transaction_id) == LedgerTransaction.id)
-        .join(Account, col(Account.id) == Entry.account_id)
-        .where(
-            Account.user_id == user.pk,
-            LedgerTransaction.kind == "usage",
-            Entry.amount < 0,
-            LedgerTransaction.created_at >= since,
-        )
-        .group_by(col(LedgerTransaction.memo))
-    )
-    return {memo: -int(total or 0) for memo, total in (await db.exec(query)).all()}
-
-
-async def _key_names(db: AsyncSession, key_ids: list[int]) -> dict[int, str]:
-    if not key_ids:
+async def key_names(db: AsyncSession, key_ids: Iterable[int]) -> dict[int, str]:
+    ids = [i for i in set(key_ids) if i]
+    if not ids:
         return {}
-    rows = (await db.exec(select(ApiKey.id, ApiKey.name, ApiKey.prefix).where(col(ApiKey.id).in_(key_ids)))).all()
-    return {key_id: f"{name} ({prefix}…)" for key_id, name, prefix in rows if key_id is not None}
-
-
-# Earnings ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Earnings:
-    by_member: list[tuple[str, Tally]]
-    by_model: list[tuple[str, Tally]]
-    total: Tally
-
-
-async def my_earnings(db: AsyncSession, user: User, now: datetime | None = None) -> Earnings:
-    """Who used my agents in the last 30 days, by member and by model: requests, tokens, credits earned.
-
-    Two sources, merged on (consumer, model):
-    - requests and tokens come from `usage` joined to `agents` on the agent that served the request (the agent's
-      owner is me); the consumer is `usage.user_id`. My own use of my GPUs is left out: it earns nothing.
-    - credits come from the ledger. A usage transaction moves credits from exactly one member (the only negative
-      entry: the consumer) to the provider (a positive entry on my account) and the club (its fee); the memo is
-      the model. So the consumer is found through the transaction's negative entry, not through `usage`: the
-      ledger's key is the proxy's call id, while a usage row is keyed by the attempt that reached an agent, and
-      the two ids differ. Earnings from an agent deleted since still count here.
-    """
-    since = window_start(now)
-    served = (
-        select_columns(col(UsageRecord.user_id), col(UsageRecord.model), *counts())
-        .join(Agent, col(Agent.id) == UsageRecord.agent_id)
-        .where(col(Agent.user_id) == user.pk, col(UsageRecord.user_id) != user.pk, col(UsageRecord.created_at) >= since)
-        .group_by(col(UsageRecord.user_id), col(UsageRecord.model))
-    )
-    pairs: dict[tuple[int, str], Tally] = {}
-    for consumer, model, requests, prompt, completion in await rows(db, served):
-        pairs.setdefault((consumer, model), Tally()).add(requests, prompt, completion)
-    mine, theirs, consumer_account = aliased(Entry), aliased(Entry), aliased(Account)
-    earned = (
-        select(consumer_account.user_id, LedgerTransaction.memo, func.sum(mine.amount))
-        .select_from(mine)
-        .join(LedgerTransaction, col(LedgerTransaction.id) == mine.transaction_id)
-        .join(theirs, and_(col(theirs.transaction_id) == mine.transaction_id, col(theirs.amount) < 0))
-        .join(consumer_account, col(consumer_account.id) == theirs.account_id)
-        .join(Account, col(Account.id) == mine.account_id)
-        .where(
-            Account.user_id == user.pk,
-            col(mine.amount) > 0,
-            LedgerTransaction.kind == "usage",
-            consumer_account.kind == Kind.MEMBER,
-            LedgerTransaction.created_at >= since,
-        )
-        .group_by(col(consumer_account.user_id), col(LedgerTransaction.memo))
-    )
-    for consumer, model, amount in (await db.exec(earned)).all():
-        if consumer is not None:
-            pairs.setdefault((consumer, model), Tally()).credits += int(amount or 0)
-    names = await member_names(db, {consumer for consumer, _ in pairs})
-    by_member: dict[str, Tally] = {}
-    by_model: dict[str, Tally] = {}
-    total = Tally()
-    for (consumer, model), tally in pairs.items():
-        for group in (
-            by_member.setdefault(names.get(consumer, "a removed member"), Tally()),
-            by_model.setdefault(model, Tally()),
-            total,
-        ):
-            group.add(tally.requests, tally.prompt_tokens, tally.completion_tokens)
-            group.credits += tally.credits
-    return Earnings(sort_by_tokens(by_member), sort_by_tokens(by_model), total)
+    found = (await db.exec(select(ApiKey.id, ApiKey.name, ApiKey.prefix).where(col(ApiKey.id).in_(ids)))).all()
+    return {key_id: f"{name} ({prefix}…)" for key_id, name, prefix in found if key_id is not None}
 
 
 async def member_names(db: AsyncSession, user_ids: Iterable[int | None]) -> dict[int, str]:

@@ -8,7 +8,9 @@ from litestar import Request, Response, get
 from litestar.params import FromQuery, QueryParameter
 from litestar.response import Template
 
+from hub.credits import reports
 from hub.credits import service as credits
+from hub.credits.charts import parse_span
 from hub.ledger import service as ledger
 from hub.parsing import format_credits
 from hub.runtime import runtime_of
@@ -17,7 +19,8 @@ from hub.web.context import Db, Viewer, settings_of, signed_in
 from hub.web.render import page
 
 # Taken as text and parsed by the service, so a bad value gets a readable message rather than a validation dump.
-PageNumber = Annotated[str, QueryParameter(name="page", required=False)]
+From = Annotated[str, QueryParameter(name="from", required=False)]
+To = Annotated[str, QueryParameter(name="to", required=False)]
 
 
 def can_buy(settings: Settings) -> bool:
@@ -27,10 +30,15 @@ def can_buy(settings: Settings) -> bool:
 
 @get("/credits", name="credits")
 async def credits_page(
-    request: Request[Any, Any, Any], db: Db, viewer: Viewer, kind: FromQuery[str] = "", number: PageNumber = "1"
+    request: Request[Any, Any, Any],
+    db: Db,
+    viewer: Viewer,
+    kind: FromQuery[str] = "",
+    before: FromQuery[str] = "",
+    after: FromQuery[str] = "",
 ) -> Template:
     user = signed_in(viewer)
-    found = await credits.history(db, user, kind=kind, page=number)
+    found = await credits.history(db, user, kind=kind, before=before, after=after)
     # Filter and paging links push their URL; htmx asks for the whole page when it restores one from history.
     restoring = request.headers.get("hx-history-restore-request") == "true"
     return page(
@@ -59,15 +67,28 @@ async def credits_csv(db: Db, viewer: Viewer, kind: FromQuery[str] = "") -> Resp
 
 
 @get("/usage", name="usage")
-async def usage_page(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> Template:
+async def usage_page(
+    request: Request[Any, Any, Any],
+    db: Db,
+    viewer: Viewer,
+    days: FromQuery[str] = "",
+    start: From = "",
+    end: To = "",
+    by: FromQuery[str] = "",
+) -> Template:
     user = signed_in(viewer)
-    return page(request, "usage.html", report=await credits.my_usage(db, user), credits=format_credits)
+    span = parse_span(days, start, end)
+    report = await reports.my_usage(db, user, span, reports.parse_grouping(by))
+    return page(request, "usage.html", report=report, credits=format_credits)
 
 
 @get("/earnings", name="earnings")
-async def earnings_page(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> Template:
+async def earnings_page(
+    request: Request[Any, Any, Any], db: Db, viewer: Viewer, days: FromQuery[str] = "", start: From = "", end: To = ""
+) -> Template:
     user = signed_in(viewer)
-    return page(request, "earnings.html", earnings=await credits.my_earnings(db, user), credits=format_credits)
+    earnings = await reports.my_earnings(db, user, parse_span(days, start, end))
+    return page(request, "earnings.html", earnings=earnings, credits=format_credits)
 
 
 routes = [credits_page, credits_csv, usage_page, earnings_page]

@@ -28,8 +28,11 @@ async def used(
     at: datetime | None = None,
     endpoint: str = "chat/completions",
     audio_ms: int | None = None,
+    cost: int = 0,
+    earned: int = 0,
 ) -> None:
-    """One request in the usage table, as the proxy records it after answering."""
+    """One request in the usage table, as the proxy records it after answering (with what it cost the member and
+    what the GPU's owner earned: the ledger's transaction for it is `charged`)."""
     db.add(
         UsageRecord(
             request_id=uuid.uuid4().hex,
@@ -43,6 +46,8 @@ async def used(
             completion_tokens=completion,
             audio_ms=audio_ms,
             duration_ms=120,
+            cost=cost,
+            earned=earned,
             created_at=at or utcnow(),
         )
     )

@@ -8,6 +8,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.accounts.models import Role
 from hub.agents import service as agents
+from hub.credits import club
 from hub.ledger.grants import grant
 from hub.ledger.models import Account
 from tests.credits.club import CREDIT, charged, used
@@ -27,8 +28,8 @@ async def test_admins_see_the_clubs_usage_spending_and_earnings_by_member_agent_
     mia = await person(db, "mia@lab.example.org", name="Mia")
     rig, _ = await agents.create_agent(db, pat, name="desk-4090")
     await grant(db, None, mia, 10 * CREDIT)
-    await used(db, mia, model="llama-3-8b", prompt=400, completion=100, agent_id=rig.id)
-    await used(db, mia, model="llama-3-8b", prompt=600, completion=100, agent_id=rig.id)
+    await used(db, mia, model="llama-3-8b", prompt=400, completion=100, agent_id=rig.id, cost=CREDIT, earned=900_000)
+    await used(db, mia, model="llama-3-8b", prompt=600, completion=100, agent_id=rig.id, cost=CREDIT, earned=900_000)
     await charged(db, mia, pat, 2 * CREDIT, model="llama-3-8b", fee_bps=1000)
     await used(db, pat, model="qwen-72b", prompt=50, completion=5, agent_id=rig.id)  # on his own GPU: free
     await sign_in(client, db, adam)
@@ -77,6 +78,31 @@ async def test_the_ledger_page_lists_what_is_wrong_when_a_cached_balance_drifts(
     assert "All good" not in page
     assert "The ledger has 1 problem:" in page
     assert "caches a balance of 11000000 but its entries sum to 10000000" in page
+
+
+async def test_the_ledger_check_says_how_far_it_got_and_checks_everything_when_asked(
+    client: Client, db: AsyncSession
+) -> None:
+    adam = await person(db, "adam@lab.example.org", Role.ADMIN)
+    mia = await person(db, "mia@lab.example.org")
+    for _ in range(5):
+        await grant(db, None, mia, CREDIT)
+    await db.exec(update(Account).where(col(Account.user_id) == mia.pk).values(balance=6 * CREDIT))
+    await db.commit()
+
+    partly = await club.ledger_health(db, adam, seconds=0, batch=2)
+    wholly = await club.ledger_health(db, adam, whole=True)
+    to_the_end = await club.ledger_health(db, adam, batch=2)  # every batch within the time allowed
+    await sign_in(client, db, adam)
+    page = text_of((await client.get("/admin/ledger")).text)
+    asked = text_of((await client.get("/admin/ledger?whole=1")).text)
+
+    assert (partly.checked, partly.transactions, partly.whole, partly.problems) == (2, 5, False, [])
+    assert (wholly.checked, wholly.whole) == (5, True)
+    assert (to_the_end.checked, to_the_end.whole, to_the_end.problems) == (5, True, wholly.problems)
+    assert [p for p in wholly.problems if "caches a balance of 6000000 but its entries sum to 5000000" in p]
+    assert "Checked 5 of 5 transactions." in page and "The ledger has 1 problem:" in page
+    assert "Checked 5 of 5 transactions." in asked
 
 
 def _kinds(html: str) -> list[tuple[str, str]]:

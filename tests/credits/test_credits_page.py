@@ -99,16 +99,37 @@ async def test_the_history_is_paged_twenty_five_entries_at_a_time(client: Client
     await sign_in(client, db, mia)
 
     first = await client.get("/credits")
-    second = await client.get("/credits?page=2")
+    older = re.search(r'href="(/credits\?before=\d+)"', first.text)
+    assert older, "page one links to the older entries"
+    second = await client.get(older.group(1))
+    newer = re.search(r'href="(/credits\?after=\d+)"', second.text)
+    assert newer, "page two links back to the newer entries"
+    back = await client.get(newer.group(1))
 
     assert len(rows(first.text)) == 25
     assert rows(first.text)[0].endswith("grant 30 +30 465")  # newest first; 1 + 2 + … + 30 = 465
-    assert 'href="/credits?page=2"' in first.text and "Page 1 of 2 · 30 entries" in text_of(first.text)
+    assert "Newer" not in text_of(first.text)
     assert [line.split(" ")[-3] for line in rows(second.text)] == ["5", "4", "3", "2", "1"]
-    assert 'href="/credits?page=1"' in second.text and "Older" not in text_of(second.text)
-    assert "There is no page 9" in text_of((await client.get("/credits?page=9")).text)
-    bad = await client.get("/credits?page=abc")
-    assert bad.status_code == 400 and "The page number must be a whole number" in text_of(bad.text)
+    assert [line.split(" ")[-1] for line in rows(second.text)] == ["15", "10", "6", "3", "1"]  # running balances
+    assert "Older" not in text_of(second.text)
+    assert rows(back.text) == rows(first.text) and "Newer" not in text_of(back.text)
+    assert "No entries here." in text_of((await client.get("/credits?before=1")).text)
+    bad = await client.get("/credits?before=abc")
+    assert bad.status_code == 400 and "The entry id must be a whole number" in text_of(bad.text)
+
+
+async def test_a_page_of_one_kind_keeps_the_running_balance_of_every_entry(client: Client, db: AsyncSession) -> None:
+    owner = await person(db, "olive@lab.example.org")
+    mia = await person(db, "mia@lab.example.org")
+    for n in range(1, 31):
+        await grant(db, None, mia, 2 * CREDIT, reason=f"grant {n}")
+        await charged(db, mia, owner, CREDIT)
+    await sign_in(client, db, mia)
+
+    grants = rows((await client.get("/credits?kind=grant")).text)
+
+    assert len(grants) == 25 and grants[0].endswith("grant 30 +2 31")  # 30 grants of 2, 29 charges of 1
+    assert grants[-1].endswith("grant 6 +2 7")
 
 
 async def test_paging_with_htmx_swaps_only_the_history(client: Client, db: AsyncSession) -> None:
@@ -116,8 +137,10 @@ async def test_paging_with_htmx_swaps_only_the_history(client: Client, db: Async
     for n in range(30):
         await grant(db, None, mia, CREDIT, reason=f"grant {n}")
     await sign_in(client, db, mia)
+    older = re.search(r'href="(/credits\?before=\d+)"', (await client.get("/credits")).text)
+    assert older
 
-    response = await client.get("/credits?page=2", headers={"HX-Request": "true"})
+    response = await client.get(older.group(1), headers={"HX-Request": "true"})
 
     assert 'id="history"' in response.text and "<html" not in response.text
     assert len(rows(response.text)) == 5

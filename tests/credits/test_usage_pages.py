@@ -15,9 +15,12 @@ from tests.credits.club import CREDIT, charged, used
 from tests.support.people import Client, person, sign_in, text_of
 
 
-def bars(html: str) -> dict[str, str]:
-    """Each bar of the chart: its day and the tooltip a reader gets on hover."""
-    found = re.findall(r'<rect class="bar" data-day="([\d-]+)".*?<title>(.*?)</title>', html, re.S)
+def bars(html: str, chart: str = "tokens-per-day") -> dict[str, str]:
+    """Each part of a chart's bars: its day and the tooltip a reader gets on hover."""
+    if f'id="{chart}"' not in html:
+        return {}
+    part = html.split(f'id="{chart}"')[1].split("</figure>")[0]
+    found = re.findall(r'<rect class="bar s\d" data-day="([\d-]+)".*?<title>(.*?)</title>', part, re.S)
     return {day: title for day, title in found}
 
 
@@ -43,8 +46,8 @@ async def test_my_usage_chart_has_a_bar_for_each_day_with_requests_in_the_last_3
     assert "<svg" in page and 'role="img"' in page
     day = (now - timedelta(days=3)).strftime("%Y-%m-%d")
     assert bars(page) == {
-        now.strftime("%Y-%m-%d"): f"{now:%Y-%m-%d}: 150 tokens in 1 request",
-        day: f"{day}: 45 tokens in 2 requests",
+        now.strftime("%Y-%m-%d"): f"{now:%Y-%m-%d} · llama-3-8b: 150 tokens",
+        day: f"{day} · llama-3-8b: 45 tokens",
     }
     assert "3 requests, 195 tokens" in text_of(page)
 
@@ -58,8 +61,8 @@ async def test_my_usage_is_broken_down_by_model_with_credits_spent_and_by_api_ke
     notebook, _ = await keys.create_key(db, mia, name="notebook")
     await grant(db, None, mia, 10 * CREDIT)
     await used(db, mia, model="llama-3-8b", prompt=1000, completion=200, key_id=laptop.id)
-    await used(db, mia, model="qwen-72b", prompt=300, completion=30, key_id=notebook.id)
-    await used(db, mia, model="qwen-72b", prompt=200, completion=20, key_id=notebook.id)
+    await used(db, mia, model="qwen-72b", prompt=300, completion=30, key_id=notebook.id, cost=1_000_000)
+    await used(db, mia, model="qwen-72b", prompt=200, completion=20, key_id=notebook.id, cost=500_000)
     await charged(db, mia, olive, 1_500_000, model="qwen-72b")
     await sign_in(client, db, mia)
 
@@ -67,8 +70,8 @@ async def test_my_usage_is_broken_down_by_model_with_credits_spent_and_by_api_ke
 
     assert row(page, "by-model", "qwen-72b") == "qwen-72b 2 500 50 1.5"
     assert row(page, "by-model", "llama-3-8b") == "llama-3-8b 1 1,000 200 0"
-    assert row(page, "by-key", f"laptop ({laptop.prefix}…)") == f"laptop ({laptop.prefix}…) 1 1,000 200"
-    assert row(page, "by-key", f"notebook ({notebook.prefix}…)") == f"notebook ({notebook.prefix}…) 2 500 50"
+    assert row(page, "by-key", f"laptop ({laptop.prefix}…)") == f"laptop ({laptop.prefix}…) 1 1,000 200 0"
+    assert row(page, "by-key", f"notebook ({notebook.prefix}…)") == f"notebook ({notebook.prefix}…) 2 500 50 1.5"
 
 
 async def test_my_usage_shows_nothing_of_anyone_else(client: Client, db: AsyncSession) -> None:
@@ -90,9 +93,10 @@ async def test_what_my_gpus_earned_shows_who_used_my_agent_for_which_model(clien
     rig, _ = await agents.create_agent(db, pat, name="desk-4090")
     elsewhere, _ = await agents.create_agent(db, max_, name="max-rig")
     await grant(db, None, mia, 10 * CREDIT)
-    await used(db, mia, model="llama-3-8b", prompt=400, completion=100, agent_id=rig.id)
-    await used(db, mia, model="llama-3-8b", prompt=600, completion=100, agent_id=rig.id)
-    await charged(db, mia, pat, 2 * CREDIT, model="llama-3-8b", fee_bps=1000)  # Pat earns 1.8, the club 0.2
+    # Each costs Mia 1 credit; Pat earns 0.9 of it, the club keeps 0.1.
+    await used(db, mia, model="llama-3-8b", prompt=400, completion=100, agent_id=rig.id, cost=CREDIT, earned=900_000)
+    await used(db, mia, model="llama-3-8b", prompt=600, completion=100, agent_id=rig.id, cost=CREDIT, earned=900_000)
+    await charged(db, mia, pat, 2 * CREDIT, model="llama-3-8b", fee_bps=1000)
     await used(db, pat, model="llama-3-8b", prompt=5000, completion=5000, agent_id=rig.id)  # own use: free
     await used(db, mia, model="qwen-72b", prompt=70, completion=7, agent_id=elsewhere.id)  # Max's GPU, not Pat's
     await sign_in(client, db, pat)
