@@ -1,9 +1,11 @@
-"""Agents: one agent token per machine that shares a GPU. Live state (models, load) is kept in memory."""
+"""Agents: one agent token per machine that shares a GPU. Live state (models, load) is kept in memory; the last
+model list an agent offered is also kept here, so its models stay known (503, not 404) while it is away."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import Text
 from sqlmodel import Field, SQLModel
 
 from hub.db import utcnow
@@ -24,6 +26,7 @@ class Agent(SQLModel, table=True):
     # Set when the hub paused the agent itself (repeated disputes); only an admin clears it.
     paused_reason: str = Field(default="", max_length=300)
     version: str = Field(default="", max_length=40)
+    models: str = Field(default="", sa_type=Text)  # the names it last offered, one per line (printable, bounded)
     created_at: datetime = Field(default_factory=utcnow)
     last_seen_at: datetime | None = None
     revoked_at: datetime | None = None

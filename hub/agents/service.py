@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -91,10 +93,15 @@ async def authenticate(db: AsyncSession, token: str) -> tuple[Agent, User]:
     return row
 
 
-async def seen(db: AsyncSession, agent_id: int, *, version: str | None = None) -> None:
+async def seen(
+    db: AsyncSession, agent_id: int, *, version: str | None = None, models: Iterable[str] | None = None
+) -> None:
+    """The agent was connected just now; `models`: what it offered (the tunnel checked the names already)."""
     values: dict[str, object] = {"last_seen_at": utcnow()}
     if version is not None:
         values["version"] = version[:40]
+    if models is not None:
+        values["models"] = "\n".join(sorted(models))
     await db.exec(update(Agent).where(col(Agent.id) == agent_id).values(**values))
     await db.commit()
 

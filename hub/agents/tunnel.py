@@ -132,7 +132,7 @@ async def tunnel(socket: WebSocket[Any, Any, Any]) -> None:
         heartbeat = asyncio.create_task(_heartbeat(link, registry, settings.agent_heartbeat, settings.upstream_timeout))
         with contextlib.suppress(Exception):  # "last seen" is not worth a tunnel
             async with database.session() as db:
-                await agents.seen(db, agent.pk, version=link.version)
+                await agents.seen(db, agent.pk, version=link.version, models=link.models)
         reason = await _read(socket, link, registry)
         if reason != "the agent disconnected":
             await close(1008, "protocol error")
@@ -144,7 +144,7 @@ async def tunnel(socket: WebSocket[Any, Any, Any]) -> None:
         link.fail_all(reason)
         with contextlib.suppress(Exception):
             async with database.session() as db:
-                await agents.seen(db, agent.pk)
+                await agents.seen(db, agent.pk, models=link.models)  # its last list, kept while it is away
         log.info("agent %s (%s) disconnected: %s", agent.pk, agent.name, reason)
 
 

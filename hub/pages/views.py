@@ -1,4 +1,4 @@
-"""Landing, dashboard, the GPUs placeholder and the health check."""
+"""Landing, dashboard, the health check and the metrics; the Models page is in `hub.pages.models`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from hub.accounts.models import User
 from hub.keys import service as keys
 from hub.metrics import Metrics
 from hub.outage import is_outage
+from hub.pages import models
 from hub.proxy.views import api_caller
 from hub.runtime import runtime_of
 from hub.usage import service as usage
@@ -33,13 +34,6 @@ async def dashboard(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> 
     return page(
         request, "dashboard.html", key_count=len(await keys.list_keys(db, user)), recent=await usage.recent(db, user)
     )
-
-
-@get("/models", name="models")
-async def models(request: Request[Any, Any, Any], viewer: Viewer) -> Template:
-    signed_in(viewer)
-    registry = runtime_of(request).registry
-    return page(request, "models.html", models=registry.club_models())
 
 
 @get("/healthz", name="healthz", media_type=MediaType.JSON)
@@ -76,4 +70,4 @@ async def metrics(request: Request[Any, Any, Any], db: Db, viewer: Viewer) -> Re
     return Response(collected.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-routes = [landing, dashboard, models, healthz, metrics]
+routes = [landing, dashboard, *models.routes, healthz, metrics]

@@ -23,9 +23,10 @@ from typing import Any, TypeVar
 
 from hub.agents.live import AgentLost, AnswerTooLarge, Exchange, Link
 from hub.background import Background
+from hub.db import utcnow
 from hub.errors import HubError, UpstreamFailed
 from hub.metrics import Metrics
-from hub.proxy.admission import Admission
+from hub.proxy.admission import Admission, not_allowed
 from hub.proxy.bills import Bills
 from hub.proxy.bounds import Counted, bill
 from hub.proxy.flight import Call, Ends, Flight
@@ -81,11 +82,14 @@ class Proxy:
     async def handle(self, call: Call, gone: Coroutine[Any, Any, None]) -> Reply:
         """Answer `call`; `gone` finishes when the client disconnects, which cancels the work at the upstream."""
         watcher = asyncio.ensure_future(gone)
+        flight: Flight | None = None
         try:
             api, caller = call.api, call.caller
+            if not caller.may_use(call.model):  # before the miss path: a model offline must not say it exists
+                raise not_allowed(call.model, caller.models)
             serving = self.scheduler.serving(call.model, caller.user_id, caller.scope, api.name)
             if not serving:  # before any hold: bad input never touches credits
-                raise self.scheduler.unknown(call.model, caller.user_id, caller.scope, api)
+                raise await self.scheduler.missing(call.model, caller.user_id, caller.scope, api)
             admitted = await self.admission.admit(
                 call_id=uuid.uuid4().hex,
                 user_id=caller.user_id,
@@ -103,6 +107,10 @@ class Proxy:
                 raise
             response.headers.update(admitted.ticket.headers)
             return response
+        except HubError as exc:
+            if flight is None or flight.link is None:  # refused before any GPU saw it: logged all the same
+                self.admission.recorder.refused(refusal(call, exc, flight.admitted.call_id if flight else ""))
+            raise
         finally:
             watcher.cancel()
 
@@ -285,6 +293,24 @@ class ClientGone(HubError):
     """The client disconnected; nobody is left to read an answer."""
 
     status_code = 499
+    code = "client_gone"
+
+
+def refusal(call: Call, error: HubError, request_id: str) -> dict[str, Any]:
+    """The usage row of a request the hub refused: who, which key and API, the model as asked, and why."""
+    return {
+        "request_id": request_id or uuid.uuid4().hex,
+        "user_id": call.caller.user_id,
+        "key_id": call.caller.key_id or None,  # None: no key (the Models page's try-it box)
+        "model": "".join(c for c in str(call.model)[:200] if c.isprintable()),
+        "endpoint": call.api.name[:40],
+        "stream": call.stream,
+        "status": error.status_code,
+        "duration_ms": round((time.monotonic() - call.arrived) * 1000),
+        "error": error.message[:300],
+        "code": (error.code or error.openai_type)[:40],
+        "created_at": utcnow(),
+    }
 
 
 async def _unless(gone: asyncio.Future[None], work: Coroutine[Any, Any, T]) -> T:

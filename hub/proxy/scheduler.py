@@ -7,19 +7,28 @@ requests do not hold back another member's one. Queues are bounded in length and
 
 Every pick honours the key's trust scope (whose GPUs may see its prompts). A queued request that no online agent
 could serve any more (the agent left, paused, or stopped offering the model) fails at once instead of waiting.
+
+A request for a model nobody serves is answered from the `Catalog` on that miss path only: a model the club knows
+(offered by an agent that is paused or gone, or priced) but no GPU serves now is 503 "no GPU serving X is online
+now"; a model the club never heard of stays 404.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field
 
 from hub.agents.live import CHAT, Link, Registry
-from hub.errors import ModelNotFound, Restarting, TooManyRequests, Unavailable
+from hub.db import Database
+from hub.errors import HubError, ModelNotFound, Restarting, TooManyRequests, Unavailable
 from hub.keys.trust import ANY, Scope, Trust
 from hub.proxy.apis.base import Api
+from hub.proxy.catalog import Catalog
+
+log = logging.getLogger("gpuclub")
 
 OWN = Scope(Trust.OWN)
 
@@ -40,8 +49,11 @@ def restarting() -> Restarting:
 
 
 class Scheduler:
-    def __init__(self, registry: Registry, *, queue_per_member: int, wait_seconds: float) -> None:
+    def __init__(
+        self, registry: Registry, *, queue_per_member: int, wait_seconds: float, database: Database | None = None
+    ) -> None:
         self.registry = registry
+        self.catalog = Catalog(registry, database)
         self.queue_per_member = queue_per_member
         self.wait_seconds = wait_seconds
         self.queues: dict[int, deque[Waiter]] = {}
@@ -86,6 +98,13 @@ class Scheduler:
             "GET /v1/models lists what is available."
         )
 
+    async def missing(self, model: str, user_id: int, scope: Scope = ANY, api: Api | None = None) -> HubError:
+        """Like `unknown`, but a model the club knows that no GPU serves online now is 503, not 404 (miss path only)."""
+        online = any(link.admits(user_id) and model in link.models for link in self.registry.links.values())
+        if not online and await self.catalog.knows(model, user_id, scope):
+            return offline(model, self.catalog.status(model, user_id, scope))
+        return self.unknown(model, user_id, scope, api)
+
     async def acquire(
         self,
         model: str,
@@ -104,7 +123,7 @@ class Scheduler:
             if link.agent_id not in exclude and (link.owner_id == user_id or not own_only)
         ]
         if not candidates:
-            raise self.unknown(model, user_id, scope)
+            raise await self.missing(model, user_id, scope)
         if not self.queues.get(user_id) and (
             link := self.pick(model, user_id, exclude, own_only=own_only, scope=scope, api=api)
         ):
@@ -223,3 +242,13 @@ class Scheduler:
 
     def waiting(self) -> int:
         return sum(len(queue) for queue in self.queues.values())
+
+
+def offline(model: str, status: str = "offline") -> Unavailable:
+    paused = " (its GPUs are paused)" if status == "paused" else ""
+    error = Unavailable(
+        f"No GPU serving '{model}' is online now{paused}. Try again later, or pick another model from GET /v1/models.",
+        retry_after=30,
+    )
+    error.code = "model_offline"
+    return error

@@ -9,9 +9,12 @@ from litestar import Request, Response, get, post
 from litestar.params import FromPath
 from litestar.response import Stream
 
+from hub.agents.live import Link
 from hub.drain import Drain
-from hub.errors import InvalidApiKey, ModelNotFound, NotFound, PayloadTooLarge
+from hub.errors import InvalidApiKey, ModelNotFound, NotFound, PayloadTooLarge, Unavailable
 from hub.keys.cache import Caller
+from hub.parsing import format_credits
+from hub.pricing.service import Rate
 from hub.proxy.apis import ROUTES, anthropic_path, api_for
 from hub.proxy.flight import Call
 from hub.proxy.relay import Proxy, Reply
@@ -52,30 +55,70 @@ async def read_body(request: Request[Any, Any, Any]) -> bytes:
     return raw
 
 
-def _listing(model: str, links: list[Any]) -> dict[str, Any]:
+def plain_credits(micro: int) -> str:
+    """Credits as a decimal string for JSON ("0.5"): exact, never a float."""
+    return format_credits(micro).replace(",", "")
+
+
+def pricing_of(rate: Rate) -> dict[str, str]:
+    """What a model costs, in credits: per million prompt and per million completion tokens, and per minute of audio
+    if it is priced so."""
+    price = {
+        "currency": "credits",
+        "prompt": plain_credits(rate.input_per_million),
+        "completion": plain_credits(rate.output_per_million),
+    }
+    if rate.audio_per_minute:
+        price["audio_minute"] = plain_credits(rate.audio_per_minute)
+    return price
+
+
+def _listing(model: str, links: list[Link], user_id: int, rate: Rate, status: str = "online") -> dict[str, Any]:
     apis = sorted(set().union(*(link.apis_of(model) for link in links)))
-    return {"id": model, "object": "model", "created": 0, "owned_by": "gpuclub", "gpus": len(links), "apis": apis}
+    return {
+        "id": model,
+        "object": "model",
+        "created": 0,
+        "owned_by": "gpuclub",
+        "gpus": len(links),
+        "own_gpus": sum(link.owner_id == user_id for link in links),
+        "apis": apis,
+        "status": status,
+        "pricing": pricing_of(rate),
+    }
 
 
 @get("/v1/models", name="v1_models")
 async def list_models(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """What this key may reach now, each with its price, GPUs and status (extra fields the OpenAI SDKs keep)."""
     refuse_while_draining(request)
     caller = await api_caller(request)
-    registry = runtime_of(request).registry
-    reachable = registry.reachable(caller.user_id, caller.scope)  # only what this key may reach
-    return {"object": "list", "data": [_listing(model, links) for model, links in reachable.items()]}
+    scheduler = runtime_of(request).proxy.scheduler
+    reachable = scheduler.registry.reachable(caller.user_id, caller.scope)  # only what this key may reach
+    rates = await scheduler.catalog.prices()
+    rate = scheduler.catalog.rate
+    data = [_listing(m, links, caller.user_id, rate(rates, m)) for m, links in reachable.items() if caller.may_use(m)]
+    return {"object": "list", "data": data}
 
 
 @get("/v1/models/{model:path}", name="v1_model")
 async def show_model(request: Request[Any, Any, Any], model: FromPath[str]) -> dict[str, Any]:
+    """One model as the list shows it; a model the club knows that no GPU serves now has `status` paused or offline."""
     refuse_while_draining(request)
     caller = await api_caller(request)
-    registry = runtime_of(request).registry
+    scheduler = runtime_of(request).proxy.scheduler
     name = model.removeprefix("/")
-    links = registry.reachable(caller.user_id, caller.scope).get(name)
-    if not links:
+    if not caller.may_use(name):  # the key names the models it may use: others are not there for it
+        raise ModelNotFound(f"The model '{name}' is not one this API key may use.")
+    links = scheduler.registry.reachable(caller.user_id, caller.scope).get(name)
+    catalog = scheduler.catalog
+    if links:
+        return _listing(name, links, caller.user_id, catalog.rate(await catalog.prices(), name))
+    error = await scheduler.missing(name, caller.user_id, caller.scope)
+    if not isinstance(error, Unavailable):
         raise ModelNotFound(f"The model '{name}' does not exist or no GPU you can use serves it right now.")
-    return _listing(name, links)
+    rate = catalog.rate(await catalog.prices(), name)
+    return _listing(name, [], caller.user_id, rate, catalog.status(name, caller.user_id))
 
 
 @post(list(ROUTES), name="v1_generate", status_code=200)
@@ -91,7 +134,7 @@ async def generate(request: Request[Any, Any, Any]) -> Response[Any]:
     if anthropic_path(path):
         passed = {h: v[:200] for h in PASSED_HEADERS if (v := request.headers.get(h, "")) and v.isprintable()}
     proxy: Proxy = runtime_of(request).proxy
-    reply = await proxy.handle(Call.build(caller, api, parsed, passed), _disconnected(request))
+    reply = await proxy.handle(Call.build(caller, api, parsed, passed), disconnected(request))
     return _response(reply)
 
 
@@ -101,7 +144,7 @@ def _response(reply: Reply) -> Response[Any]:
     return Response(reply.body, status_code=reply.status, media_type=reply.media_type, headers=reply.headers)
 
 
-async def _disconnected(request: Request[Any, Any, Any]) -> None:
+async def disconnected(request: Request[Any, Any, Any]) -> None:
     """Finishes when the client hangs up (the body has been read, so the next message can only be that)."""
     while (await request.receive())["type"] != "http.disconnect":
         pass

@@ -185,7 +185,15 @@ def test_one_model_can_be_looked_up_by_name(club: Club, model: str) -> None:
         "created": 0,
         "owned_by": "gpuclub",
         "gpus": 1,
+        "own_gpus": 0,
         "apis": plain.json()["apis"],
+        "status": "online",
+        "pricing": {
+            "currency": "credits",
+            "prompt": "1000000",
+            "completion": "1000000",
+            "audio_minute": "60",
+        },
     }
     assert set(plain.json()["apis"]) == set(protocol.APIS)
 

@@ -125,7 +125,8 @@ async def test_a_garbage_control_frame_closes_the_tunnel_with_a_logged_reason(hu
     async def script(agent: HostileAgent, request: dict[str, Any]) -> None:
         return
 
-    async with hostile_agent(hub, token(hub, f"garbage-{len(frame)}-{frame[:3]}"), script) as agent:
+    name = f"garbage-{len(frame)}-{frame[:3].encode().hex()}"  # one owner per frame, with a valid address
+    async with hostile_agent(hub, token(hub, name), script) as agent:
         await agent.send_raw(frame)
         code, _ = await asyncio.wait_for(agent.closed, 15)
 
@@ -158,7 +159,7 @@ async def test_ninety_thousand_model_names_are_refused_beyond_the_limit(hub: Liv
     assert agent.welcome["notice"] == "the hub ignored 89000 model(s) past the limit of 1000 per agent"
     served = [m["id"] for m in listing.json()["data"]]
     assert len(served) == 1000 and served[0] == "model-00000"
-    assert len(listing.content) < 200_000
+    assert len(listing.content) < 250_000  # about 230 bytes a model: its name, APIs, price and status
 
 
 async def test_a_flood_past_the_window_fails_that_stream_and_memory_stays_bounded(
