@@ -44,9 +44,17 @@ async def grant(
 
 
 async def deduct(
-    db: AsyncSession, actor: User | None, user: User, amount: int, *, reason: str = "", held: int = 0
-) -> None:
-    """Take credits back, never more than the member has available.
+    db: AsyncSession,
+    actor: User | None,
+    user: User,
+    amount: int,
+    *,
+    reason: str = "",
+    held: int = 0,
+    key: str | None = None,
+) -> LedgerTransaction | None:
+    """Take credits back, never more than the member has available; None if `key` was already used (a form sent
+    twice takes once).
 
     `held` is what the member's requests in flight hold (the hub's purses know it): those credits stay with them.
     """
@@ -66,15 +74,16 @@ async def deduct(
         raise BadRequest(f"{user.display_name} does not have {format_credits(amount)} credits available to deduct.")
     await db.exec(update(Account).where(col(Account.id) == member.id).values(held=Account.held - amount))
     issuance = await system_account(db, Kind.ISSUANCE)
-    await post(
+    done = await post(
         db,
-        key=f"deduct:{uuid.uuid4().hex}",
+        key=key or f"deduct:{uuid.uuid4().hex}",
         kind="deduct",
         moves=[(member, -amount), (issuance, amount)],
         memo=reason or "deducted by an admin",
         created_by=actor.id if actor else None,
     )
     await db.commit()
+    return done
 
 
 async def grant_monthly_allowances(db: AsyncSession, now: datetime | None = None) -> int:

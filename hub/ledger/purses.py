@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from sqlmodel import select
 
 from hub.db import Database
-from hub.errors import InsufficientCredits
+from hub.errors import InsufficientCredits, ask_for_credits
 from hub.ledger.models import Account
 from hub.outage import Outage, is_outage
 from hub.parsing import format_credits
@@ -48,9 +48,16 @@ class Purse:
 
 class Purses:
     def __init__(
-        self, database: Database, *, hold_seconds: float, refresh: float = REFRESH_SECONDS, outage: Outage | None = None
+        self,
+        database: Database,
+        *,
+        hold_seconds: float,
+        refresh: float = REFRESH_SECONDS,
+        outage: Outage | None = None,
+        buy_url: str | None = None,  # where members buy credits; None: the hub sells none (no Stripe)
     ) -> None:
         self.database = database
+        self.buy_url = buy_url
         self.hold_seconds = hold_seconds
         self.refresh = refresh
         self.outage = outage or Outage()
@@ -66,7 +73,7 @@ class Purses:
         if purse.available < amount:
             raise InsufficientCredits(
                 f"This request needs {format_credits(amount)} credits reserved, but you have "
-                f"{format_credits(max(purse.available, 0))} available. Ask an admin for credits or buy some."
+                f"{format_credits(max(purse.available, 0))} available. {ask_for_credits(self.buy_url)}"
             )
         purse.holds[call_id] = (amount, time.monotonic() + self.hold_seconds)
         purse.held += amount

@@ -31,8 +31,11 @@ def page(
         "viewer": state.get("viewer"),
         "club_name": state.get("club_name") or settings.club_name,
         "providers": runtime_of(request).providers,
+        "email_signin": settings.email_enabled,
         "public_url": settings.public_url,
         "credits": format_credits,
+        "standing": state.get("standing"),  # the viewer's balance and limits (hub.club.standing), or None
+        "can_buy": settings.stripe_enabled,  # copy mentions buying credits only when it is possible
     }
     return HTMXBlockTemplate(
         template_name=template,
