@@ -4,6 +4,8 @@
     checkout.session.async_payment_succeeded   the same, for payment methods that settle later
     charge.refunded                            take back credits in proportion to what was refunded so far
     charge.dispute.created                     take back what is left of the purchase
+    charge.dispute.closed                      won (or an inquiry closed without a chargeback): give back exactly
+                                               what the dispute took; lost: nothing changes
     anything else                              ignored
 
 Taking back never leaves a member below zero (nor below what their requests in flight hold): what they have
@@ -16,10 +18,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import col
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.billing.models import Purchase, PurchaseStatus, StripeEvent
@@ -27,14 +29,16 @@ from hub.billing.money import format_money
 from hub.billing.service import fulfil_checkout, id_of, purchase_by
 from hub.billing.stripe_api import Json
 from hub.db import utcnow
-from hub.ledger.models import Account, Kind
+from hub.ledger.models import Account, Entry, Kind, LedgerTransaction
 from hub.ledger.service import account_for, post, system_account
 from hub.parsing import format_credits
 
 log = logging.getLogger("gpuclub.billing")
 
 CHECKOUT_PAID = frozenset({"checkout.session.completed", "checkout.session.async_payment_succeeded"})
-HANDLED = CHECKOUT_PAID | {"charge.refunded", "charge.dispute.created"}
+HANDLED = CHECKOUT_PAID | {"charge.refunded", "charge.dispute.created", "charge.dispute.closed"}
+# `warning_closed`: an inquiry ended without becoming a chargeback, so the club keeps the money, as when it wins.
+KEPT = frozenset({"won", "warning_closed"})
 ATTEMPTS = 5  # a concurrent change to the same row makes a guarded UPDATE miss; read again and retry
 
 
@@ -55,6 +59,8 @@ async def handle_event(db: AsyncSession, event: Json, held_by: Callable[[int], i
         outcome = "credited" if await fulfil_checkout(db, obj) else None
     elif kind == "charge.refunded":
         outcome = await _refund(db, obj, held_by)
+    elif kind == "charge.dispute.closed":
+        outcome = await _dispute_closed(db, obj)
     else:
         outcome = await _dispute(db, obj, held_by)
     if outcome is None:
@@ -88,7 +94,7 @@ async def _refund(db: AsyncSession, charge: Json, held_by: Callable[[int], int])
     if amount <= 0 or refunded <= 0:
         return None
     refunded = min(refunded, amount)
-    return await _take_back(
+    outcome = await _take_back(
         db,
         purchase,
         held_by(purchase.user_id),
@@ -99,6 +105,16 @@ async def _refund(db: AsyncSession, charge: Json, held_by: Callable[[int], int])
         status=PurchaseStatus.REFUNDED if refunded >= amount else PurchaseStatus.PARTIALLY_REFUNDED,
         refunded_amount=refunded,
     )
+    if outcome is not None:
+        return outcome
+    # Nothing left to take back (a dispute took it all): still remember the refund, so a dispute closed in the
+    # club's favour gives back only what was not refunded.
+    noted = await db.exec(
+        update(Purchase)
+        .where(col(Purchase.id) == purchase.id, col(Purchase.refunded_amount) < refunded)
+        .values(refunded_amount=refunded)
+    )
+    return f"noted a refund of {format_money(refunded, purchase.currency)} in all" if noted.rowcount == 1 else None
 
 
 async def _dispute(db: AsyncSession, dispute: Json, held_by: Callable[[int], int]) -> str | None:
@@ -117,6 +133,52 @@ async def _dispute(db: AsyncSession, dispute: Json, held_by: Callable[[int], int
         why=f"dispute {dispute_id}",
         status=PurchaseStatus.DISPUTED,
     )
+
+
+async def _dispute_closed(db: AsyncSession, dispute: Json) -> str | None:
+    """A dispute the club won: undo what `_dispute` did, crediting back the credits it took (not what it wrote off)."""
+    dispute_id, status = dispute.get("id"), dispute.get("status")
+    if status not in KEPT or not isinstance(dispute_id, str):
+        log.info("stripe: dispute %s closed as %s; the credits taken back stay taken", dispute_id, status)
+        return None
+    payment_intent = id_of(dispute.get("payment_intent"))
+    purchase = await purchase_by(db, payment_intent=payment_intent) if payment_intent else None
+    taking = await db.exec(select(LedgerTransaction).where(LedgerTransaction.key == f"stripe:dispute:{dispute_id}"))
+    reversal = taking.first()
+    if purchase is None or reversal is None:
+        log.warning(
+            "stripe: dispute %s was %s, but it took nothing back here; nothing to give back", dispute_id, status
+        )
+        return None
+    member = await account_for(db, purchase.user_id)
+    entries = await db.exec(
+        select(func.coalesce(func.sum(Entry.amount), 0)).where(
+            Entry.transaction_id == reversal.id, Entry.account_id == member.id
+        )
+    )
+    taken = -int(entries.one())
+    # Back to what refunds alone reversed; a later refund then takes back only its own share. A refund while the
+    # charge was disputed (Stripe allows them during an inquiry) took nothing then: what it covers stays taken.
+    by_refunds = _share(purchase, purchase.refunded_amount)
+    before = _share(purchase, await _refunded_before(db, id_of(dispute.get("charge"))))
+    taken = max(0, taken - max(0, by_refunds - before))
+    # Compare-and-set: two `closed` events cannot both undo it.
+    restored = await db.exec(
+        update(Purchase)
+        .where(col(Purchase.id) == purchase.id, col(Purchase.status) == PurchaseStatus.DISPUTED)
+        .values(status=PurchaseStatus.DISPUTE_WON, reversed_credits=by_refunds)
+    )
+    if restored.rowcount != 1:
+        return None  # given back already
+    if taken == 0:
+        return f"dispute closed as {status}; nothing to give back"
+    bank = await system_account(db, Kind.STRIPE)
+    ending = "won" if status == "won" else "closed without a chargeback"
+    memo = f"dispute {dispute_id} {ending} for purchase #{purchase.id}: gave back {format_credits(taken)} credits"
+    moves = [(bank, -taken), (member, taken)]
+    if await post(db, key=f"stripe:dispute-won:{dispute_id}", kind="dispute_won", moves=moves, memo=memo) is None:
+        return None
+    return f"gave back {format_credits(taken)} credits"
 
 
 async def _take_back(
@@ -174,6 +236,22 @@ async def _reserve_up_to(db: AsyncSession, user_id: int, wanted: int, held: int)
             await db.exec(update(Account).where(col(Account.id) == account.id).values(held=Account.held - take))
             return take
     raise RuntimeError(f"account {account.id} kept changing while credits were taken back")
+
+
+def _share(purchase: Purchase, refunded: int) -> int:
+    """The purchase's credits that `refunded` cents (cumulative) stand for."""
+    return purchase.credits * min(refunded, purchase.amount) // max(1, purchase.amount)
+
+
+async def _refunded_before(db: AsyncSession, charge_id: str | None) -> int:
+    """The cents refunded when the dispute came: the last refund posted (none is posted while disputed)."""
+    if not charge_id:
+        return 0
+    prefix = f"stripe:refund:{charge_id}:"
+    keys = await db.exec(
+        select(LedgerTransaction.key).where(col(LedgerTransaction.key).startswith(prefix, autoescape=True))
+    )
+    return max((int(key.removeprefix(prefix)) for key in keys if key.removeprefix(prefix).isdigit()), default=0)
 
 
 def _whole(value: Any) -> int:

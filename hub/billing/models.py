@@ -37,6 +37,7 @@ class PurchaseStatus(StrEnum):
     PARTIALLY_REFUNDED = "partially_refunded"
     REFUNDED = "refunded"
     DISPUTED = "disputed"
+    DISPUTE_WON = "dispute_won"  # the club won the dispute: what it took back was given back
 
 
 class Purchase(SQLModel, table=True):
