@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from litestar import Request, get, post
@@ -14,6 +15,8 @@ from hub.club.service import rename_club
 from hub.errors import NotFound
 from hub.invitations import service as invitations
 from hub.runtime import runtime_of
+from hub.settings import Settings
+from hub.signin.views import _callback_url as callback_url  # the redirect_uri sign-in sends, built in one place
 from hub.web.context import Db, Viewer, admin, settings_of
 from hub.web.render import is_htmx, page
 
@@ -60,6 +63,25 @@ async def member_action(
     return Redirect("/admin/members", status_code=303)
 
 
+@dataclass(frozen=True)
+class SignInProvider:
+    name: str
+    label: str
+    configured: bool
+    callback_url: str  # what to register at the provider: the very redirect_uri sign-in sends
+
+
+def sign_in_providers(settings: Settings) -> list[SignInProvider]:
+    """Every OAuth provider the hub can use, configured or not, with the callback URL to register for it."""
+    oidc = "OpenID Connect" + (f" ({settings.oidc.label})" if settings.oidc else "")
+    found = [
+        ("github", "GitHub", settings.github),
+        ("google", "Google", settings.google),
+        ("oidc", oidc, settings.oidc),
+    ]
+    return [SignInProvider(name, label, app is not None, callback_url(settings, name)) for name, label, app in found]
+
+
 async def _settings(request: Request[Any, Any, Any], db: Db, **extra: Any) -> Template:
     settings = settings_of(request)
     return page(
@@ -67,7 +89,8 @@ async def _settings(request: Request[Any, Any, Any], db: Db, **extra: Any) -> Te
         "admin/settings.html",
         block="domains",
         rules=await invitations.list_domain_rules(db),
-        configured={"github": settings.github, "google": settings.google, "oidc": settings.oidc},
+        providers=sign_in_providers(settings),
+        public_url=settings.public_url,
         **extra,
     )
 

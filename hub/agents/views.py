@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import urlsplit
 
 from litestar import Request, get, post
 from litestar.params import FromPath
@@ -18,11 +19,23 @@ from hub.agents.probes import flags_by_agent
 from hub.changes import AgentChanged, AgentRevoked
 from hub.errors import NotFound
 from hub.runtime import Tunnels, runtime_of
+from hub.settings import Settings
 from hub.usage.service import requests_today_by_agent, since
 from hub.web.context import Db, Viewer, settings_of, signed_in
 from hub.web.render import is_htmx, page
 
 DISPUTE_DAYS = 30
+# Where the servers people run listen by default, in the order the page suggests them. The first one that is not
+# this hub's own port goes into the command: an agent pointed at its own hub would only talk to itself.
+UPSTREAM_DEFAULTS = (("Ollama", 11434), ("llama.cpp's llama-server", 8080), ("LM Studio", 1234), ("vLLM", 8000))
+
+
+def upstream_choices(settings: Settings) -> tuple[list[tuple[str, str]], list[tuple[str, int]]]:
+    """(server, address) of the usual local model servers off the hub's own port, and (server, port) of those on it."""
+    public = urlsplit(settings.public_url)
+    own = {settings.port, public.port or (443 if public.scheme == "https" else 80)}
+    choices = [(name, f"http://127.0.0.1:{port}/v1") for name, port in UPSTREAM_DEFAULTS if port not in own]
+    return choices, [(name, port) for name, port in UPSTREAM_DEFAULTS if port in own]
 
 
 def _registry(request: Request[Any, Any, Any]) -> Tunnels:
@@ -33,6 +46,7 @@ def _registry(request: Request[Any, Any, Any]) -> Tunnels:
 async def _render(request: Request[Any, Any, Any], db: Db, user: User, *, block: str, **extra: Any) -> Template:
     mine = await agents.list_agents(db, user)
     registry = _registry(request)
+    upstreams, on_hub_port = upstream_choices(settings_of(request))
     return page(
         request,
         "gpus.html",
@@ -45,6 +59,8 @@ async def _render(request: Request[Any, Any, Any], db: Db, user: User, *, block:
         probe_flags=await flags_by_agent(db, [a.pk for a in mine], since(DISPUTE_DAYS * 24)),
         hub_url=settings_of(request).public_url,
         wheel_url=f"{settings_of(request).public_url}/agent/{wheel.filename()}",
+        upstreams=upstreams,
+        on_hub_port=on_hub_port,
         **extra,
     )
 
