@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HTMX := static/vendor/htmx.min.js
 OIDC := tests/node_modules/.package-lock.json
 
-.PHONY: run setup test test-llama test-slow lint fmt migrate demo bench bench-smoke clean
+.PHONY: run setup test test-llama test-slow lint fmt migrate demo bench bench-smoke bench-pages clean
 
 run: setup
 	$(BIN)/gpuclub migrate
@@ -49,6 +49,7 @@ fmt: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# A hub, a demo model server and an agent, with a little history; GPUCLUB_PORT (and _HOST, _DATA_DIR) say where.
 demo: setup
 	$(BIN)/python -m tests.support.demo
 
@@ -59,6 +60,10 @@ bench: setup
 # The same harness with tiny numbers, in seconds (the test suite runs it too).
 bench-smoke: setup
 	$(BIN)/python -m bench --smoke
+
+# Every signed-in page with 1,000,000 usage rows, on SQLite and PostgreSQL (127.0.0.1:5432): a few minutes.
+bench-pages: setup
+	$(BIN)/python -m bench pages
 
 migrate: setup
 	$(BIN)/gpuclub migrate

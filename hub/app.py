@@ -11,6 +11,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
 from hub.accounts import views as accounts
+from hub.admin import member as admin_member
 from hub.admin import views as admin
 from hub.agents import admin_views as club_gpus
 from hub.agents import probe_views, tunnel
@@ -20,7 +21,15 @@ from hub.agents.live import Registry
 from hub.agents.prober import Prober
 from hub.background import Background
 from hub.billing import views as billing
-from hub.changes import AgentChanged, AgentRevoked, BalanceChanged, Changes, KeysChanged, PricesChanged
+from hub.changes import (
+    AgentChanged,
+    AgentRevoked,
+    BalanceChanged,
+    Changes,
+    KeyLimitsChanged,
+    KeysChanged,
+    PricesChanged,
+)
 from hub.credits import admin_views as money
 from hub.credits import views as credits
 from hub.db import Database
@@ -45,6 +54,7 @@ from hub.signin import views as signin
 from hub.signin.providers import build_providers
 from hub.tokenizers import views as tokenizer_pages
 from hub.tokenizers.counting import Tokenizers
+from hub.usage import views as request_log
 from hub.web.context import provide_db, provide_viewer
 from hub.web.errors import handle
 from hub.web.headers import SecurityHeaders
@@ -52,7 +62,13 @@ from hub.web.headers import SecurityHeaders
 
 def create_app(settings: Settings, database: Database | None = None) -> Litestar:
     runtime = build_runtime(settings, database or Database(settings.database_url))
-    housekeeping = Housekeeping(runtime.database, runtime.purses, runtime.admission.limiter, outage=runtime.outage)
+    housekeeping = Housekeeping(
+        runtime.database,
+        runtime.purses,
+        runtime.admission.limiter,
+        outage=runtime.outage,
+        retention_days=settings.log_retention_days,
+    )
 
     async def shutdown() -> None:
         await housekeeping.stop()
@@ -74,7 +90,9 @@ def create_app(settings: Settings, database: Database | None = None) -> Litestar
             *probe_views.routes,
             *invitations.routes,
             *admin.routes,
+            *admin_member.routes,
             *credits.routes,
+            *request_log.routes,
             *money.routes,
             *tokenizer_pages.routes,
             *billing.routes,
@@ -107,7 +125,7 @@ def build_runtime(settings: Settings, db: Database) -> Runtime:
     """The live state and the parts that keep it, wired together; what a change affects subscribes to it here."""
     registry = Registry()
     scheduler = Scheduler(
-        registry, queue_per_member=settings.queue_per_member, wait_seconds=settings.queue_wait_seconds
+        registry, queue_per_member=settings.queue_per_member, wait_seconds=settings.queue_wait_seconds, database=db
     )
     background = Background()
     disputes = Disputes(db, registry, background)  # the proxy reports disputed usage here
@@ -117,7 +135,12 @@ def build_runtime(settings: Settings, db: Database) -> Runtime:
         in_flight=lambda: sum(link.in_flight for link in registry.links.values()),
     )
     outage = Outage(db, settings.outage_seconds)  # what reads the database serves what it read last while it is away
-    purses = Purses(db, hold_seconds=settings.queue_wait_seconds + settings.upstream_timeout + 60, outage=outage)
+    purses = Purses(
+        db,
+        hold_seconds=settings.queue_wait_seconds + settings.upstream_timeout + 60,
+        outage=outage,
+        buy_url=settings.url("/credits/buy") if settings.stripe_enabled else None,  # the 402 offers buying only then
+    )
     recorder = Recorder(db, purses, outage=outage)
     bills = Bills.for_secret(settings.secret_key)  # what agents keep until it is written (hub/proxy/bills.py)
     recorder.on_written = lambda written: confirm(registry, written)
@@ -128,12 +151,16 @@ def build_runtime(settings: Settings, db: Database) -> Runtime:
     changes = Changes()
     changes.subscribe(KeysChanged, lambda _: key_cache.clear())
     changes.subscribe(PricesChanged, lambda _: admission.forget())
+    changes.subscribe(PricesChanged, lambda _: scheduler.catalog.forget_prices())
     changes.subscribe(BalanceChanged, lambda c: purses.stale_all() if c.user_id is None else purses.stale(c.user_id))
     changes.subscribe(
         AgentChanged, lambda c: registry.configure(c.agent_id, name=c.name, shared=c.shared, paused=c.paused)
     )
     changes.subscribe(AgentChanged, lambda c: registry.vouch(c.agent_id, verified=c.verified))
     changes.subscribe(AgentRevoked, lambda c: registry.disconnect(c.agent_id, c.reason))
+    changes.subscribe(KeyLimitsChanged, lambda c: admission.forget_key(c.user_id, c.key_id))
+    changes.subscribe(AgentChanged, lambda c: scheduler.catalog.configure(c.agent_id, shared=c.shared, paused=c.paused))
+    changes.subscribe(AgentRevoked, lambda c: scheduler.catalog.revoked(c.agent_id))
 
     return Runtime(
         settings=settings,

@@ -25,6 +25,14 @@ class PricesChanged:
 
 
 @dataclass(frozen=True)
+class KeyLimitsChanged:
+    """One key's limits or budget changed: admission reads that key's again on its next request."""
+
+    user_id: int
+    key_id: int
+
+
+@dataclass(frozen=True)
 class BalanceChanged:
     """A balance changed outside the recorder (a grant, a deduction, a payment, a refund); None: any member's."""
 
@@ -50,7 +58,7 @@ class AgentRevoked:
     reason: str
 
 
-Change = KeysChanged | PricesChanged | BalanceChanged | AgentChanged | AgentRevoked
+Change = KeysChanged | PricesChanged | KeyLimitsChanged | BalanceChanged | AgentChanged | AgentRevoked
 C = TypeVar("C", bound=Change)
 Handler = Callable[[Any], Awaitable[None] | None]
 

@@ -9,11 +9,13 @@
      ├── InvalidApiKey          401 on /v1
      ├── Unauthorized           401: an agent token the hub does not accept
      ├── Forbidden              403
-     │    └── NotInvited        signed in at a provider, but no invitation or rule admits them
+     │    ├── NotInvited        signed in at a provider, but no invitation or rule admits them
+     │    └── ModelNotAllowed   403 on /v1: the key may not use this model
      ├── NotFound               404
      │    └── ModelNotFound     404 on /v1
      ├── Conflict               409
      ├── InsufficientCredits    402 insufficient_quota: the balance cannot cover the request's hold
+     │    └── KeyBudgetExceeded 402 with Retry-After: the key's budget for today or this month cannot cover it
      ├── TooManyRequests        429 with Retry-After (queue full, quotas)
      ├── Unavailable            503 with Retry-After (no free GPU in time)
      │    ├── Restarting        503 with Retry-After: the hub is draining before a restart
@@ -104,6 +106,11 @@ class InsufficientCredits(HubError):
     title = "Not enough credits"
 
 
+def ask_for_credits(buy_url: str | None) -> str:
+    """What a member out of credits can do: buying is offered only where the hub sells credits (Stripe)."""
+    return f"Ask an admin for credits or buy some at {buy_url}." if buy_url else "Ask an admin for credits."
+
+
 class TryLater(HubError):
     """Refused for now; `retry_after` seconds becomes the Retry-After header."""
 
@@ -151,3 +158,21 @@ class Conflict(HubError):
 
 class NotInvited(Forbidden):
     title = "Ask an admin for an invitation"
+
+
+class KeyBudgetExceeded(InsufficientCredits):
+    """402: the key's own budget for today or this month cannot cover the request's hold (OpenRouter's key limit)."""
+
+    code = "key_budget_exceeded"
+    title = "This key's budget is spent"
+
+    def __init__(self, message: str = "", *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds until the budget starts again
+
+
+class ModelNotAllowed(Forbidden):
+    """403 on /v1: the key names the models it may use, and this is not one of them."""
+
+    code = "model_not_allowed"
+    title = "Model not allowed for this key"

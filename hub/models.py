@@ -7,12 +7,13 @@ from hub.agents.models import Agent, ProbeReference, ProbeResult
 from hub.billing.models import CreditPack, Purchase, StripeEvent
 from hub.club.models import ClubSetting
 from hub.invitations.models import DomainRule, Invitation
-from hub.keys.models import ApiKey, TrustedProvider
+from hub.keys.models import ApiKey, KeyModel, TrustedProvider
 from hub.ledger.models import Account, Entry, LedgerTransaction
 from hub.pricing.models import Price
 from hub.quotas.models import KeyPolicy, MemberPolicy
 from hub.tokenizers.models import ModelTokenizer
 from hub.usage.models import UsageRecord
+from hub.usage.rollup_models import RollupMark, UsageDay  # noqa: F401 - tables for Alembic
 
 metadata = SQLModel.metadata
 
@@ -26,6 +27,7 @@ __all__ = [
     "Entry",
     "Identity",
     "Invitation",
+    "KeyModel",
     "KeyPolicy",
     "LedgerTransaction",
     "LoginLink",

@@ -62,6 +62,10 @@ def _unreachable(error: BaseException) -> bool:
         message = str(error.orig if error.orig is not None else error).lower()
         if "locked" in message or "no such" in message or "syntax error" in message:  # SQLite: not an outage
             return False
+        if isinstance(error, sa.InterfaceError) and type(error.orig).__module__ != "sqlite3":
+            # The driver refused to use the connection: an outage only if it is closed or lost (asyncpg's
+            # "connection is closed"), not a statement it would not send (too many arguments, another operation)
+            return "closed" in message or "lost" in message
         return type(error.orig).__module__ != "sqlite3" or "unable to open" in message or "disk i/o" in message
     if isinstance(error, OSError):  # refused, reset, no route, a connect timeout (TimeoutError is an OSError)
         return _raised_in_driver(error)  # not a file a page could not read

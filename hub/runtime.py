@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from litestar import Litestar
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from hub.signin.throttle import SignInThrottle
 
 if TYPE_CHECKING:
     from hub.agents.disputes import Disputes
@@ -75,6 +77,7 @@ class RateLimits(Protocol):
     def expire(self) -> None: ...
     def needs_seed(self, scope: Scope) -> bool: ...
     def seed(self, scope: Scope, used_today: int) -> None: ...
+    def used_today(self, scope: Scope) -> int | None: ...
     def admit(self, checks: list[tuple[Scope, Limits]], estimate: int) -> Ticket: ...
     def finish(self, ticket: Ticket, used_tokens: int) -> None: ...
     def headers(self, checks: list[tuple[Scope, Limits]]) -> dict[str, str]: ...
@@ -107,6 +110,7 @@ class Runtime:
     prober: Prober
     drain: Drain
     outage: Outage  # the database is unreachable: /v1 serves what was read last (hub.outage)
+    signin_throttle: SignInThrottle = field(default_factory=SignInThrottle)  # sign-in links asked for by email
 
 
 def runtime_of(owner: Any) -> Runtime:

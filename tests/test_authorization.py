@@ -68,6 +68,7 @@ ROUTES = [
     Route("GET", "/gpus", SIGNED_IN, 200),
     Route("GET", "/gpus/live", SIGNED_IN, 200),
     Route("GET", "/models", SIGNED_IN, 200),
+    Route("POST", "/models/try", SIGNED_IN, 404, data={"model": "m", "prompt": "hi"}),  # no GPU: "no such model"
     Route("POST", "/gpus", SIGNED_IN, 200, data={"name": "spare box"}),
     # GPUs are personal too: only their owner may change them, and to anyone else they do not exist.
     Route("POST", "/gpus/{agent}/share", frozenset({"member"}), 303, "/gpus", refused=404),
@@ -82,6 +83,7 @@ ROUTES = [
     # Keys are personal: even the owner of the club gets "not found" for someone else's key.
     Route("POST", "/keys/{key}/revoke", frozenset({"member"}), 303, "/keys", refused=404),
     Route("POST", "/keys/{key}/scope", frozenset({"member"}), 303, "/keys", refused=404, data={"trust": "own"}),
+    Route("POST", "/keys/{key}/settings", frozenset({"member"}), 303, "/keys", refused=404, data={"name": "ci"}),
     Route("GET", "/admin/gpus", ADMINS, 200),
     Route("POST", "/admin/gpus/{agent}/verify", ADMINS, 303, "/admin/gpus"),
     Route("POST", "/admin/gpus/{agent}/unverify", ADMINS, 303, "/admin/gpus"),
@@ -89,8 +91,13 @@ ROUTES = [
     Route("POST", "/admin/members/{member}/suspend", ADMINS, 303, "/admin/members"),
     Route("POST", "/admin/members/{member}/reactivate", ADMINS, 303, "/admin/members"),
     Route("POST", "/admin/members/{member}/remove", ADMINS, 303, "/admin/members"),
+    Route("GET", "/admin/members/{member}", ADMINS, 200),
+    Route("POST", "/admin/members/{member}/credits", ADMINS, 303, "/admin/members/{member}", data={"amount": "5"}),
+    Route("POST", "/admin/members/{member}/limits", ADMINS, 303, "/admin/members/{member}", data={"rpm": "5"}),
+    Route("POST", "/admin/members/low-balance", ADMINS, 303, "/admin/members", data={"below": "2"}),
     Route("POST", "/admin/invitations", ADMINS, 200, data={"role": "member", "max_uses": "1", "expires": "7d"}),
     Route("POST", "/admin/invitations/{invitation}/revoke", ADMINS, 303, "/admin/invitations"),
+    Route("POST", "/admin/invitations/{invitation}/link", ADMINS, 200, data={"email": "nia@lab.example.org"}),
     Route("POST", "/admin/settings/club", ADMINS, 303, "/admin/settings", data={"club_name": "Night Owls"}),
     Route("POST", "/admin/settings/domains", ADMINS, 303, "/admin/settings", data={"domain": "new.example.org"}),
     Route("POST", "/admin/settings/domains/{rule}/delete", ADMINS, 303, "/admin/settings"),
@@ -99,6 +106,10 @@ ROUTES = [
     Route("GET", "/credits/history.csv", SIGNED_IN, 200),
     Route("GET", "/usage", SIGNED_IN, 200),
     Route("GET", "/earnings", SIGNED_IN, 200),
+    Route("GET", "/requests", SIGNED_IN, 200),
+    Route("GET", "/requests.csv", SIGNED_IN, 200),
+    Route("GET", "/admin/requests", ADMINS, 200),
+    Route("GET", "/admin/requests.csv", ADMINS, 200),
     Route("GET", "/admin/money", ADMINS, 200),
     Route("GET", "/admin/usage", ADMINS, 200),
     Route("GET", "/admin/ledger", ADMINS, 200),
@@ -223,7 +234,8 @@ async def test_every_page_and_action_answers_each_persona_as_their_role_allows(
     if persona == "signed out":
         assert (response.status_code, response.headers.get("location")) == (303, "/")
     elif persona in route.allowed:
-        assert (response.status_code, response.headers.get("location")) == (route.status, route.location)
+        location = route.location.format(**members.ids) if route.location else None
+        assert (response.status_code, response.headers.get("location")) == (route.status, location)
     else:
         assert response.status_code == route.refused
         assert TITLES[route.refused] in text_of(response.text)
@@ -278,6 +290,8 @@ NOT_SESSION_ROUTES = {
     ("GET", "/setup/{token:str}"),
     ("POST", "/setup/{token:str}"),
     ("GET", "/invite/{token:str}"),  # tests/invitations
+    ("POST", "/invite/{token:str}/email"),  # sign-in links by email: tests/signin/test_email_links.py
+    ("POST", "/signin/email"),
     ("GET", "/auth/{provider_name:str}/login"),  # OAuth: tests/signin
     ("GET", "/auth/{provider_name:str}/callback"),
     ("POST", "/stripe/webhook"),  # Stripe's signature: tests/billing/test_webhook.py
