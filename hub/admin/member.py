@@ -20,7 +20,7 @@ from hub.accounts.models import User
 from hub.changes import BalanceChanged, PricesChanged
 from hub.club import standing
 from hub.club.member_report import member_report
-from hub.credits.admin_views import parse_limit
+from hub.credits.admin_views import member_limits_form
 from hub.db import utcnow
 from hub.errors import BadRequest
 from hub.ledger.grants import deduct, grant
@@ -100,16 +100,7 @@ async def member_limits(
     user = admin(viewer)
     target = await accounts.get_member_by_id(db, user, user_id)
     form = await request.form()
-    allowance = form.get("allowance", "").strip()
-    await quotas.set_member_limits(
-        db,
-        user,
-        target,
-        rpm=parse_limit(form.get("rpm", ""), "requests per minute"),
-        tokens_per_day=parse_limit(form.get("tokens_per_day", ""), "tokens per day"),
-        concurrency=parse_limit(form.get("concurrency", ""), "concurrent requests"),
-        allowance=parse_credits(allowance, what="monthly allowance", allow_zero=True) if allowance else None,
-    )
+    await quotas.set_member_limits(db, user, target, **member_limits_form(form))
     await runtime_of(request).changes.publish(PricesChanged())  # admission reads limits again on the next request
     return await _done(request, db, user, user_id, f"The limits of {target.display_name} are saved.")
 

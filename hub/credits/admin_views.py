@@ -37,6 +37,17 @@ def parse_limit(text: str, what: str) -> int | None:
     return parse_count(text, what=f"{what} limit", high=1_000_000_000) if text.strip() else None
 
 
+def member_limits_form(form: Any) -> dict[str, int | None]:
+    """A member's own limits and allowance from a posted form (Admin → Money or the member's page)."""
+    allowance = form.get("allowance", "").strip()
+    return {
+        "rpm": parse_limit(form.get("rpm", ""), "requests per minute"),
+        "tokens_per_day": parse_limit(form.get("tokens_per_day", ""), "tokens per day"),
+        "concurrency": parse_limit(form.get("concurrency", ""), "concurrent requests"),
+        "allowance": parse_credits(allowance, what="monthly allowance", allow_zero=True) if allowance else None,
+    }
+
+
 async def _money(request: Request[Any, Any, Any], db: Db, user: User, **extra: Any) -> Template:
     return page(
         request,
@@ -134,16 +145,7 @@ async def member_limits(request: Request[Any, Any, Any], db: Db, viewer: Viewer)
     user = admin(viewer)
     form = await request.form()
     target = await club.member_by_email(db, user, form.get("email", ""))
-    allowance = form.get("allowance", "").strip()
-    await quotas.set_member_limits(
-        db,
-        user,
-        target,
-        rpm=parse_limit(form.get("rpm", ""), "requests per minute"),
-        tokens_per_day=parse_limit(form.get("tokens_per_day", ""), "tokens per day"),
-        concurrency=parse_limit(form.get("concurrency", ""), "concurrent requests"),
-        allowance=parse_credits(allowance, what="monthly allowance", allow_zero=True) if allowance else None,
-    )
+    await quotas.set_member_limits(db, user, target, **member_limits_form(form))
     return await _changed(request, db, user, f"The limits of {target.display_name} are saved.")
 
 
